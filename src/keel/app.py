@@ -1,0 +1,125 @@
+"""`create_app()`: the FastAPI application, its middleware stack and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from redis.asyncio import Redis
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from keel.config import Settings, get_settings
+from keel.core import metrics
+from keel.core.db import create_database, verify_server
+from keel.core.embedded import EmbeddedPostgres
+from keel.core.errors import install_error_handlers
+from keel.core.logging import configure_logging
+from keel.core.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedHostMiddleware,
+)
+from keel.health.router import router as health_router
+from keel.migrations import runner
+
+log = structlog.get_logger(__name__)
+API_PREFIX = "/api/v1"
+POOL_METRICS_INTERVAL_S = 5.0
+
+
+def build_middleware(settings: Settings) -> list[Middleware]:
+    """The stack, outermost first. Request context is outermost so every reply has an id."""
+    stack = [
+        Middleware(RequestContextMiddleware),
+        Middleware(SecurityHeadersMiddleware, force_hsts=settings.hsts),
+    ]
+    if settings.is_production:
+        stack.append(Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts))
+    if settings.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_credentials=True,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "X-Process-Time"],
+            )
+        )
+    stack.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
+    stack.append(Middleware(GZipMiddleware, minimum_size=1000))
+    return stack
+
+
+def api_router() -> APIRouter:
+    """Every domain's router, mounted under /api/v1."""
+    return APIRouter(prefix=API_PREFIX)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    embedded: EmbeddedPostgres | None = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = await asyncio.to_thread(embedded.ensure_running)
+    db = create_database(settings, url)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    pool_task: asyncio.Task[None] | None = None
+    try:
+        server_version = await verify_server(db.engine)
+        if settings.auto_migrate:
+            await asyncio.to_thread(runner.upgrade, url)
+        settings.resolved_secret_key()  # create the development secret now, not mid-request
+        app.state.db, app.state.redis = db, redis
+        pool_task = asyncio.create_task(_publish_pool_metrics(app))
+        log.info("startup", environment=settings.environment, postgres=server_version)
+        yield
+    finally:
+        if pool_task is not None:
+            pool_task.cancel()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+        metrics.mark_worker_exit()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.release)
+        log.info("shutdown")
+
+
+async def _publish_pool_metrics(app: FastAPI) -> None:
+    while True:
+        metrics.record_pool_status(app.state.db.pool_status())
+        await asyncio.sleep(POOL_METRICS_INTERVAL_S)
+
+
+def create_app(settings: Settings | None = None, *, middleware: bool = True) -> FastAPI:
+    """Build the app. `middleware=False` exists for the middleware-overhead benchmark."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title=settings.app_name,
+        version=version("keel"),
+        summary="Accounts, posts, search and database insight on PostgreSQL 17+.",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        redirect_slashes=False,
+        middleware=build_middleware(settings) if middleware else None,
+    )
+    app.state.settings = settings
+    app.state.redis = None
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
+    app.include_router(api_router())
+    return app

@@ -1,0 +1,197 @@
+"""The `keel` command: serve, migrate, and manage the embedded database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import structlog
+import typer
+import uvicorn
+
+from keel.config import Settings, get_settings
+from keel.core.db import DatabaseUnsupported, create_database, verify_server
+from keel.core.embedded import EmbeddedPostgres
+from keel.core.logging import configure_logging, uvicorn_log_config
+from keel.core.metrics import MULTIPROC_ENV
+from keel.migrations import runner
+
+app = typer.Typer(help="Keel: an API service on FastAPI and PostgreSQL 17+.", no_args_is_help=True)
+migrate_app = typer.Typer(help="Apply, revert and write database migrations.")
+db_app = typer.Typer(help="Manage the embedded PostgreSQL server.")
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(db_app, name="db")
+log = structlog.get_logger("keel.cli")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+async def _verify(settings: Settings, url: str) -> None:
+    database = create_database(settings, url)
+    try:
+        await verify_server(database.engine)
+    finally:
+        await database.dispose()
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The checked database URL: DATABASE_URL, or the embedded server (released on exit)."""
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = embedded.ensure_running()
+    try:
+        try:
+            asyncio.run(_verify(settings, url))
+        except DatabaseUnsupported as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"cannot reach the database: {exc}")
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.release()
+
+
+def _exit_on_sigterm() -> None:
+    # Turn SIGTERM into SystemExit so `finally` blocks stop the embedded server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    migrate: Annotated[
+        bool | None, typer.Option(help="Apply migrations first [default: KEEL_AUTO_MIGRATE].")
+    ] = None,
+) -> None:
+    """Serve the API (embedded PostgreSQL unless DATABASE_URL is set)."""
+    settings = get_settings()
+    configure_logging(settings)
+    _exit_on_sigterm()
+    if reload and workers > 1:
+        _fail("--reload and --workers > 1 cannot be combined")
+    metrics_dir = None
+    try:
+        with database_url(settings) as url:
+            if settings.auto_migrate if migrate is None else migrate:
+                runner.upgrade(url)
+            settings.resolved_secret_key()  # once, before any worker forks
+            # Workers inherit these: one database, migrations already done.
+            os.environ["DATABASE_URL"] = url
+            os.environ["KEEL_AUTO_MIGRATE"] = "false"
+            if workers > 1:
+                metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
+                os.environ[MULTIPROC_ENV] = metrics_dir
+            uvicorn.run(
+                "keel.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                reload=reload,
+                log_config=uvicorn_log_config(),
+                access_log=False,
+                server_header=False,
+                proxy_headers=True,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@migrate_app.command("upgrade")
+def migrate_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION."""
+    settings = get_settings()
+    configure_logging(settings)
+    with database_url(settings) as url:
+        runner.upgrade(url, revision)
+
+
+@migrate_app.command("downgrade")
+def migrate_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
+    """Revert migrations down to REVISION (`base` reverts all)."""
+    settings = get_settings()
+    configure_logging(settings)
+    with database_url(settings) as url:
+        runner.downgrade(url, revision)
+
+
+@migrate_app.command("revision")
+def migrate_revision(
+    message: Annotated[str, typer.Option("-m", "--message")],
+    autogenerate: Annotated[bool, typer.Option(help="Diff the models against the DB.")] = True,
+) -> None:
+    """Write a new migration file (autogenerated from the models by default)."""
+    settings = get_settings()
+    configure_logging(settings)
+    with database_url(settings) as url:
+        runner.create_revision(url, message, autogenerate=autogenerate)
+
+
+def _embedded(settings: Settings) -> EmbeddedPostgres:
+    if settings.database_url is not None:
+        _fail("DATABASE_URL is set: Keel is using an external server, not the embedded one")
+    return EmbeddedPostgres(settings.data_dir)
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show whether the embedded server is initialised and running."""
+    status = _embedded(get_settings()).status()
+    for field in dataclasses.fields(status):
+        typer.echo(f"{field.name:12} {getattr(status, field.name)}")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the libpq URL of the running embedded server."""
+    embedded = _embedded(get_settings())
+    if not embedded.status().running:
+        _fail("the embedded server is not running; start it with `keel serve`")
+    typer.echo(embedded.libpq_url())
+
+
+@db_app.command("psql", context_settings={"allow_extra_args": True})
+def db_psql(ctx: typer.Context) -> None:
+    """Open psql on the embedded server; extra arguments go to psql."""
+    embedded = _embedded(get_settings())
+    embedded.ensure_running()
+    try:
+        argv = [*embedded.psql_argv(), *ctx.args]
+        # argv is our own psql binary plus the caller's own psql arguments.
+        raise typer.Exit(subprocess.run(argv, check=False).returncode)  # noqa: S603
+    finally:
+        embedded.release()
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server, whoever started it."""
+    _embedded(get_settings()).stop()
+    typer.echo("stopped")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,132 @@
+"""Keel's settings: one pydantic-settings class, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "testing", "production"]
+
+# Values people paste from examples; production refuses them.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "changethis", "secret", "please-change-me"}
+)
+MIN_SECRET_LENGTH = 32
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+class Settings(BaseSettings):
+    """Everything Keel can be configured with. Field names map to upper-case env vars."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- runtime -----------------------------------------------------------
+    app_name: str = "Keel"
+    environment: Environment = "development"
+    data_dir: Path = Field(
+        default=Path(".keel"), validation_alias=AliasChoices("KEEL_DATA_DIR", "data_dir")
+    )
+    secret_key: SecretStr | None = None
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON unless stdout is a terminal
+
+    # --- database ----------------------------------------------------------
+    database_url: str | None = None  # unset: the embedded PostgreSQL under data_dir
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    db_pool_timeout: Annotated[float, Field(gt=0)] = 10.0
+    db_pool_recycle: Annotated[int, Field(ge=60)] = 1800
+    db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    db_connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    auto_migrate: bool = Field(
+        default=True, validation_alias=AliasChoices("KEEL_AUTO_MIGRATE", "auto_migrate")
+    )
+
+    # --- cache -------------------------------------------------------------
+    redis_url: str | None = None
+
+    # --- http ----------------------------------------------------------------
+    docs_enabled: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = []
+    allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1"]
+    hsts: bool = False  # also send HSTS on plain HTTP (e.g. TLS ends at a proxy)
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    shutdown_grace_seconds: Annotated[int, Field(ge=0)] = 20
+
+    # --- health --------------------------------------------------------------
+    ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
+    min_free_disk_mb: Annotated[int, Field(ge=0)] = 256
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value.removeprefix(prefix)
+        raise ValueError("DATABASE_URL must start with postgresql:// or postgresql+asyncpg://")
+
+    @model_validator(mode="after")
+    def _require_real_secret(self) -> Settings:
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if self.environment == "production" and (
+            key.lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "SECRET_KEY is missing or a placeholder; production needs a random value of at "
+                f"least {MIN_SECRET_LENGTH} characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    def resolved_secret_key(self) -> str:
+        """The signing secret: configured, or (outside production) kept in the data dir."""
+        if self.secret_key and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        if self.environment == "testing":
+            return _ephemeral_secret()
+        return _persisted_dev_secret(self.data_dir)
+
+
+@lru_cache(maxsize=1)
+def _ephemeral_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _persisted_dev_secret(data_dir: Path) -> str:
+    path = data_dir / SECRET_FILE_NAME
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: two processes starting at once agree on the first one's secret.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

