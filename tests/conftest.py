@@ -8,6 +8,7 @@ suite against an external PostgreSQL 17+ instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.app import create_app
 from keel.config import Settings
@@ -49,7 +50,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "log_json": True,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +63,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database for this test session."""
     external = os.environ.get("KEEL_TEST_DATABASE_URL")
     if external:
-        url = Settings(_env_file=None, database_url=external).database_url  # type: ignore[call-arg]
+        url = Settings(_env_file=None, database_url=external).database_url
         assert url is not None
         runner.upgrade(url)
         yield url
@@ -144,3 +145,13 @@ async def make_database(database_url: str) -> AsyncIterator[MakeDatabase]:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, base_url: str = "http://test") -> AsyncIterator[AsyncClient]:
+    """A separate app on `settings`, its lifespan run, and a client for it."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = ASGITransport(app=application)
+        async with AsyncClient(transport=transport, base_url=base_url) as http:
+            yield http

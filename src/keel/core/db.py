@@ -9,9 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from keel.config import Settings
 
@@ -81,7 +85,9 @@ def describe_url(url: str) -> str:
     return f"{where}/{parsed.database}"
 
 
-async def verify_server(engine: AsyncEngine) -> str:
+async def verify_server(
+    engine: AsyncEngine, required: tuple[str, ...] = REQUIRED_EXTENSIONS
+) -> str:
     """Refuse servers older than PostgreSQL 17 or lacking Keel's extensions.
 
     Returns the server version string.
@@ -98,22 +104,29 @@ async def verify_server(engine: AsyncEngine) -> str:
             )
         rows = await conn.execute(
             text("SELECT name FROM pg_available_extensions WHERE name = ANY(:names)"),
-            {"names": list(REQUIRED_EXTENSIONS)},
+            {"names": list(required)},
         )
-        missing = sorted(set(REQUIRED_EXTENSIONS) - {row[0] for row in rows})
+        missing = sorted(set(required) - {row[0] for row in rows})
+    if missing:
+        raise DatabaseUnsupported(missing_extensions_message(missing, version, version_num, where))
+    return version
+
+
+def missing_extensions_message(
+    missing: list[str], version: str, version_num: int, where: str
+) -> str:
+    """Say which extensions are missing and how to install them."""
     if "vector" in missing:
-        raise DatabaseUnsupported(
+        return (
             f"The pgvector extension is not installed on the server at {where} "
             f"(PostgreSQL {version}). Install it, e.g. `apt install postgresql-"
             f"{version_num // 10000}-pgvector` or build it from github.com/pgvector/pgvector, "
             "then run `keel migrate upgrade`."
         )
-    if missing:
-        raise DatabaseUnsupported(
-            f"Extensions {', '.join(missing)} are not available on the server at {where}; "
-            "install the PostgreSQL contrib package for your server version."
-        )
-    return version
+    return (
+        f"Extensions {', '.join(missing)} are not available on the server at {where} "
+        f"(PostgreSQL {version}); install the PostgreSQL contrib package for that version."
+    )
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

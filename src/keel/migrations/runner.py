@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -10,7 +12,37 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from keel.models import APP_SCHEMA
+
 SCRIPT_LOCATION = Path(__file__).parent
+
+NameKind = Literal[
+    "schema",
+    "table",
+    "column",
+    "index",
+    "unique_constraint",
+    "foreign_key_constraint",
+    "check_constraint",
+]
+
+
+def include_name(
+    name: str | None, type_: NameKind, parent_names: MutableMapping[Any, str | None]
+) -> bool:
+    """Compare only Keel's own schema; extensions and other tenants are not ours."""
+    if type_ == "schema":
+        return name == APP_SCHEMA
+    return True
+
+
+# Shared by env.py and the drift test, so both compare the same way.
+COMPARE_OPTIONS: dict[str, Any] = {
+    "include_schemas": True,
+    "include_name": include_name,
+    "compare_type": True,
+    "compare_server_default": True,
+}
 
 
 def alembic_config(url: str) -> Config:

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks for Keel; see bench/README.md."""

@@ -1,0 +1,420 @@
+"""Shared benchmark plumbing: embedded PostgreSQL, uvicorn servers, wrk runs and reports.
+
+Every HTTP benchmark under bench/ follows the same shape: one embedded PostgreSQL for the
+run, real uvicorn processes pinned to one core, wrk pinned to the other, and results
+written to bench/results/ as JSON plus a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+_COUNT_UNITS = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
+_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run or a server misbehaved; the message says why."""
+
+
+# --- wrk output parsing -------------------------------------------------------------------
+
+
+def parse_count(text: str) -> float:
+    """wrk's scaled counts: '850', '1.23k', '2.00M'."""
+    match = re.fullmatch(_NUMBER + r"([kMG]?)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk count: {text!r}")
+    return float(match[1]) * _COUNT_UNITS[match[2]]
+
+
+def parse_duration_ms(text: str) -> float:
+    """wrk's durations in milliseconds: '850.00us', '2.1ms', '1.00s', '1.00m'."""
+    match = re.fullmatch(_NUMBER + r"(us|ms|s|m|h)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match[1]) * _TIME_UNITS_MS[match[2]]
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run, latencies in milliseconds."""
+
+    requests_per_sec: float
+    requests: int
+    latency_avg_ms: float
+    latency_ms: dict[str, float]  # percentile ("50", "75", "90", "99") -> ms
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse `wrk --latency` output."""
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"wrk output lacks /{pattern}/:\n{output}")
+        return match
+
+    rps = float(find(r"^Requests/sec:\s+" + _NUMBER)[1])
+    total = int(find(r"^\s*(\d+) requests in ")[1])
+    avg = parse_duration_ms(find(r"^\s*Latency\s+(\S+)")[1])
+    pcts = {
+        m[1]: parse_duration_ms(m[2])
+        for m in re.finditer(r"^\s+(\d+)%\s+(\S+)$", output, re.MULTILINE)
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sock = re.search(_SOCKET_ERRORS, output)
+    socket_errors = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
+        if sock
+        else {}
+    )
+    return WrkResult(rps, total, avg, pcts, int(non_2xx[1]) if non_2xx else 0, socket_errors)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def require_wrk() -> str:
+    """Path of wrk, or exit with how to install it."""
+    path = shutil.which("wrk")
+    if path is None:
+        sys.exit("wrk is not installed. Install it with:  apt-get install -y wrk")
+    return path
+
+
+def pinned(cpu: int, argv: Sequence[str]) -> list[str]:
+    """argv run on one core via taskset, when taskset exists and the core does."""
+    taskset = shutil.which("taskset")
+    if taskset is None or cpu >= (os.cpu_count() or 1):
+        return list(argv)
+    return [taskset, "-c", str(cpu), *argv]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(
+    port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET to 127.0.0.1:port; header names lower-cased."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+@dataclass
+class Server:
+    """A running uvicorn process."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def uvicorn_argv(app: str, port: int, *, factory: bool = True) -> list[str]:
+    """uvicorn as production runs it: one worker, uvloop, httptools, no access log."""
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", "1", "--loop", "uvloop", "--http", "httptools"]
+    argv += ["--no-access-log", "--no-server-header", "--log-level", "warning"]
+    return [*argv, "--factory"] if factory else argv
+
+
+@contextlib.contextmanager
+def uvicorn_server(
+    name: str,
+    app: str,
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    ready_path: str = "/health",
+    startup_timeout: float = 60.0,
+) -> Iterator[Server]:
+    """Start uvicorn on a free port pinned to SERVER_CPU, wait for ready_path to answer 200."""
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            pinned(SERVER_CPU, uvicorn_argv(app, port)),
+            cwd=REPO_ROOT,
+            env={**os.environ, **env, "PYTHONPATH": pythonpath},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(name, port, proc, log_path)
+    try:
+        _wait_ready(server, ready_path, startup_timeout)
+        yield server
+    finally:
+        stop_server(server)
+
+
+def _wait_ready(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"{server.name}: uvicorn exited with {server.proc.returncode} during startup\n"
+                f"--- tail of {server.log_path} ---\n{_log_tail(server.log_path)}"
+            )
+        try:
+            status, _, _ = http_get(server.port, path, timeout=2.0)
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        time.sleep(0.2)
+    raise BenchError(
+        f"{server.name}: {path} not ready after {timeout}s ({last})\n"
+        f"--- tail of {server.log_path} ---\n{_log_tail(server.log_path)}"
+    )
+
+
+def stop_server(server: Server, grace: float = 15.0) -> None:
+    """SIGTERM uvicorn's process group, SIGKILL it if it lingers."""
+    if server.proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    try:
+        server.proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+
+
+def run_wrk(
+    url: str,
+    *,
+    duration: int,
+    connections: int,
+    threads: int,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[WrkResult, str]:
+    """Run wrk --latency pinned to CLIENT_CPU; the parsed result and wrk's raw output."""
+    argv = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    proc = subprocess.run(
+        pinned(CLIENT_CPU, [*argv, url]),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed (exit {proc.returncode}): {proc.stderr or proc.stdout}")
+    return parse_wrk(proc.stdout), proc.stdout
+
+
+def warm_up(server: Server, path: str, seconds: int, connections: int) -> None:
+    """Load the server briefly so imports, caches and pools are warm before measuring."""
+    if seconds > 0:
+        run_wrk(server.url(path), duration=seconds, connections=connections, threads=1)
+
+
+# --- database -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """One throwaway embedded PostgreSQL for the whole run; yields its DATABASE_URL."""
+    from keel.core.embedded import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg")
+        try:
+            yield pg.ensure_running()
+        finally:
+            pg.stop()
+
+
+# --- alternating A/B runs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One app to measure: a uvicorn factory (module:callable)."""
+
+    key: str
+    app: str
+    has_request_id: bool = True  # whether replies must carry X-Request-ID
+
+
+def add_load_args(parser: argparse.ArgumentParser) -> None:
+    """The wrk/round options every HTTP benchmark takes."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of all variants")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of load before measuring")
+
+
+def check_reply(server: Server, variant: Variant, path: str) -> None:
+    """Fail loudly unless path answers 200 and X-Request-ID presence matches the variant."""
+    status, headers, body = http_get(server.port, path)
+    if status != 200:
+        raise BenchError(f"{variant.key}: GET {path} answered {status}: {body[:200]!r}")
+    if ("x-request-id" in headers) != variant.has_request_id:
+        want = "with" if variant.has_request_id else "without"
+        raise BenchError(f"{variant.key}: expected a reply {want} X-Request-ID, got {headers}")
+
+
+def measure(
+    variant: Variant, path: str, env: Mapping[str, str], log_path: Path, args: argparse.Namespace
+) -> WrkResult:
+    """Start the variant, check it, warm it up, run wrk once, stop it."""
+    with uvicorn_server(variant.key, variant.app, env=env, log_path=log_path) as server:
+        check_reply(server, variant, path)
+        warm_up(server, path, args.warmup, args.connections)
+        result, raw = run_wrk(
+            server.url(path),
+            duration=args.duration,
+            connections=args.connections,
+            threads=args.threads,
+        )
+    if result.non_2xx:
+        raise BenchError(f"{variant.key}: {result.non_2xx} non-2xx replies\n{raw}")
+    return result
+
+
+def run_alternating(
+    variants: Sequence[Variant], path: str, args: argparse.Namespace
+) -> dict[str, list[WrkResult]]:
+    """Measure variants in turn (A,B,A,B,...) for args.rounds rounds on one embedded PostgreSQL.
+
+    Servers get ENVIRONMENT=testing and LOG_JSON=true, and log to a file, as in production.
+    """
+    runs: dict[str, list[WrkResult]] = {v.key: [] for v in variants}
+    with embedded_postgres() as url, tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+        env = {"DATABASE_URL": url, "ENVIRONMENT": "testing", "LOG_JSON": "true"}
+        env["KEEL_DATA_DIR"] = tmp
+        for round_no in range(1, args.rounds + 1):
+            for variant in variants:
+                log_path = Path(tmp) / f"{variant.key}-{round_no}.log"
+                result = measure(variant, path, env, log_path, args)
+                env["KEEL_AUTO_MIGRATE"] = "false"  # the first server migrated the database
+                runs[variant.key].append(result)
+                print(
+                    f"round {round_no} {variant.key:>24}: {result.requests_per_sec:>9,.0f} req/s"
+                    f"  p50 {result.latency_ms['50']:.2f} ms  p99 {result.latency_ms['99']:.2f} ms",
+                    file=sys.stderr,
+                )
+    return runs
+
+
+def summarise(runs: Mapping[str, Sequence[WrkResult]]) -> dict[str, dict[str, float]]:
+    """Per variant: median req/s, median p50/p99 (ms) and total socket errors."""
+    return {
+        key: {
+            "requests_per_sec": median([r.requests_per_sec for r in results]),
+            "p50_ms": median([r.latency_ms["50"] for r in results]),
+            "p99_ms": median([r.latency_ms["99"] for r in results]),
+            "errors": float(sum(r.errors for r in results)),
+        }
+        for key, results in runs.items()
+    }
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    commit = proc.stdout.strip() or "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{commit}-dirty" if dirty else commit
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write bench/results/<name>.json and .md; return both paths."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
+    json_path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    md_path.write_text(markdown.rstrip() + "\n")
+    return json_path, md_path
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, WrkResult):
+        return {**asdict(value), "errors": value.errors}
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
