@@ -100,6 +100,7 @@ def serve(
             if workers > 1:
                 metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
                 os.environ[MULTIPROC_ENV] = metrics_dir
+            get_settings.cache_clear()  # a single worker runs in this process: re-read env
             uvicorn.run(
                 "keel.app:create_app",
                 factory=True,

@@ -35,8 +35,16 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", UNMATCHED_ROUTE) if route is not None else UNMATCHED_ROUTE
+    """The matched route's path template; never the raw path (unbounded label values)."""
+    route = scope.get("route")  # set by FastAPI's APIRoute
+    if route is not None:
+        return str(route.path)
+    endpoint = scope.get("endpoint")  # plain Starlette routes (docs, metrics) set only this
+    if endpoint is not None:
+        for candidate in scope["app"].router.routes:
+            if getattr(candidate, "endpoint", None) is endpoint:
+                return str(candidate.path)
+    return UNMATCHED_ROUTE
 
 
 class RequestContextMiddleware:
