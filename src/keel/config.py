@@ -60,11 +60,44 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     shutdown_grace_seconds: Annotated[int, Field(ge=0)] = 20
 
+    # --- identity --------------------------------------------------------------
+    # Retired signing keys still verify until removed from this list (key rotation).
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = []
+    jwt_issuer: str = "keel"
+    jwt_audience: str = "keel-api"
+    access_token_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 15
+    refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 14
+    password_reset_minutes: Annotated[int, Field(ge=5)] = 30
+    verify_email_hours: Annotated[int, Field(ge=1)] = 48
+    signup_enabled: bool = True
+    # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
+    argon2_memory_kib: Annotated[int, Field(ge=19_456)] = 19_456
+    argon2_time_cost: Annotated[int, Field(ge=2)] = 2
+    argon2_parallelism: Annotated[int, Field(ge=1)] = 1
+    first_superuser_email: str | None = None
+    first_superuser_username: str | None = None
+    first_superuser_password: SecretStr | None = None
+
+    # --- rate limits (`limits` syntax: "5/15 minutes") ---------------------------
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "5/15 minutes"
+    rate_limit_user: str = "600/minute"
+    rate_limit_anonymous: str = "120/minute"
+
+    # --- mail (unset SMTP_HOST: mail goes to the log) -------------------------------
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    mail_from: str = "Keel <no-reply@localhost>"
+    public_base_url: str = "http://127.0.0.1:8000"
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256
 
-    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", "previous_secret_keys", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -30,9 +30,12 @@ class KeelError(Exception):
     slug: str = "internal-error"
     title: str = "Internal Server Error"
 
-    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extensions: Any
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail
+        self.headers = headers
         self.extensions = extensions
 
 
@@ -44,8 +47,25 @@ class NotFound(KeelError):
     status_code, slug, title = 404, "not-found", "Not Found"
 
 
+class Unauthorized(KeelError):
+    """Missing or invalid credentials; always carries a Bearer challenge."""
+
+    status_code, slug, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extensions)
+
+
+class Forbidden(KeelError):
+    status_code, slug, title = 403, "forbidden", "Forbidden"
+
+
 class Conflict(KeelError):
     status_code, slug, title = 409, "conflict", "Conflict"
+
+
+class TooManyRequests(KeelError):
+    status_code, slug, title = 429, "rate-limited", "Too Many Requests"
 
 
 class ServiceUnavailable(KeelError):
@@ -88,6 +108,7 @@ async def _keel_error(request: Request, exc: KeelError) -> JSONResponse:
         detail=exc.detail,
         type_=problem_type(exc.slug),
         instance=request.url.path,
+        headers=exc.headers,
         **exc.extensions,
     )
 
