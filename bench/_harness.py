@@ -181,7 +181,9 @@ def uvicorn_server(
     """Start uvicorn on a free port pinned to SERVER_CPU, wait for ready_path to answer 200."""
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    # env's PYTHONPATH (a source snapshot, see source_tree) wins over the editable install.
+    paths = [env.get("PYTHONPATH"), str(REPO_ROOT), os.environ.get("PYTHONPATH")]
+    pythonpath = os.pathsep.join(filter(None, paths))
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             pinned(SERVER_CPU, uvicorn_argv(app, port)),
@@ -303,6 +305,11 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of all variants")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before measuring")
+    parser.add_argument(
+        "--ref",
+        default=None,
+        help="serve src/ as committed at this git ref (e.g. HEAD) instead of the working tree",
+    )
 
 
 def check_reply(server: Server, variant: Variant, path: str) -> None:
@@ -341,9 +348,15 @@ def run_alternating(
     Servers get ENVIRONMENT=testing and LOG_JSON=true, and log to a file, as in production.
     """
     runs: dict[str, list[WrkResult]] = {v.key: [] for v in variants}
-    with embedded_postgres() as url, tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+    with (
+        source_tree(args.ref) as src,
+        embedded_postgres() as url,
+        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+    ):
         env = {"DATABASE_URL": url, "ENVIRONMENT": "testing", "LOG_JSON": "true"}
         env["KEEL_DATA_DIR"] = tmp
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
         for round_no in range(1, args.rounds + 1):
             for variant in variants:
                 log_path = Path(tmp) / f"{variant.key}-{round_no}.log"
@@ -374,11 +387,34 @@ def summarise(runs: Mapping[str, Sequence[WrkResult]]) -> dict[str, dict[str, fl
 # --- reporting ----------------------------------------------------------------------------
 
 
-def git_commit() -> str:
+@contextlib.contextmanager
+def source_tree(ref: str | None) -> Iterator[Path | None]:
+    """None for the working tree, else a temp copy of src/ as committed at ref."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="keel-src-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", ref, "src"], cwd=REPO_ROOT, capture_output=True
+        )
+        if archive.returncode != 0:
+            raise BenchError(f"git archive {ref} failed: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp) / "src"
+
+
+def git_commit(ref: str | None = None) -> str:
+    """The commit served: ref's, or HEAD's plus "-dirty" if tracked files changed."""
     proc = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ["git", "rev-parse", f"{ref or 'HEAD'}^{{commit}}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     commit = proc.stdout.strip() or "unknown"
+    if ref is not None:
+        return commit
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
         cwd=REPO_ROOT,

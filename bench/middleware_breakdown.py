@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "benchmark": NAME,
         "timestamp": h.now_iso(),
-        "commit": h.git_commit(),
+        "commit": h.git_commit(args.ref),
         "settings": {**vars(args), "path": PATH, "variants": {v.key: v.app for v in variants}},
         "rounds": runs,
         "medians": h.summarise(runs),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.app import create_app
@@ -59,7 +62,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     """A migrated database for this test session."""
     external = os.environ.get("KEEL_TEST_DATABASE_URL")
     if external:
@@ -68,11 +71,17 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         runner.upgrade(url)
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), database="keel_test")
-    url = server.ensure_running()
-    runner.upgrade(url)
-    yield url
-    server.stop()
+    # Outside pytest's basetemp: another pytest session resets that tree to 0700,
+    # which would lock the server's own system user out mid-run.
+    data_dir = Path(tempfile.mkdtemp(prefix="keel-test-pg-"))
+    server = EmbeddedPostgres(data_dir, database="keel_test")
+    try:
+        url = server.ensure_running()
+        runner.upgrade(url)
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +106,19 @@ async def db_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
         )
 
         async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
+            # A savepoint per request: a failed request undoes only its own work,
+            # never the data the test set up before it.
+            request_savepoint = await session.begin_nested()
             try:
                 yield session
             except BaseException:
-                await session.rollback()
+                # After a failed flush the savepoint is inactive but still needs rolling
+                # back; after an explicit commit in the request it is already closed.
+                with contextlib.suppress(InvalidRequestError):
+                    await request_savepoint.rollback()
                 raise
-            await session.commit()
+            if request_savepoint.is_active:
+                await request_savepoint.commit()
 
         app.dependency_overrides[get_session] = session_in_test_transaction
         try:
@@ -115,6 +131,7 @@ async def db_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
 
 @pytest.fixture
 async def client(app: FastAPI, db_session: AsyncSession) -> AsyncIterator[AsyncClient]:
+    await app.state.ratelimiter.reset()  # each test starts with fresh rate-limit budgets
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as http:
         yield http
 

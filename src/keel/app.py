@@ -8,26 +8,34 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 
 import structlog
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from redis.asyncio import Redis
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
+from keel.auth.deps import enforce_api_rate_limit
+from keel.auth.router import router as auth_router
 from keel.config import Settings, get_settings
 from keel.core import metrics
-from keel.core.db import create_database, verify_server
+from keel.core.db import Database, create_database, verify_server
 from keel.core.embedded import EmbeddedPostgres
 from keel.core.errors import install_error_handlers
 from keel.core.logging import configure_logging
+from keel.core.mail import Mailer
 from keel.core.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from keel.core.passwords import PasswordHasher
+from keel.core.ratelimit import RateLimiter
+from keel.core.security import TokenService
 from keel.health.router import router as health_router
 from keel.migrations import runner
+from keel.users.router import router as users_router
+from keel.users.service import ensure_first_superuser
 
 log = structlog.get_logger(__name__)
 API_PREFIX = "/api/v1"
@@ -59,8 +67,22 @@ def build_middleware(settings: Settings) -> list[Middleware]:
 
 
 def api_router() -> APIRouter:
-    """Every domain's router, mounted under /api/v1."""
-    return APIRouter(prefix=API_PREFIX)
+    """Every domain's router, mounted under /api/v1, behind the API-wide rate limit."""
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_api_rate_limit)])
+    router.include_router(auth_router)
+    router.include_router(users_router)
+    return router
+
+
+async def _start_services(app: FastAPI, settings: Settings, db: Database) -> None:
+    """The per-process services endpoints reach through app.state."""
+    app.state.tokens = TokenService.from_settings(settings)
+    app.state.passwords = PasswordHasher.from_settings(settings)
+    app.state.mailer = Mailer(settings)
+    app.state.ratelimiter = RateLimiter.from_settings(settings)
+    async with db.sessionmaker() as session:
+        if await ensure_first_superuser(session, settings, app.state.passwords):
+            await session.commit()
 
 
 @contextlib.asynccontextmanager
@@ -78,14 +100,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         server_version = await verify_server(db.engine)
         if settings.auto_migrate:
             await asyncio.to_thread(runner.upgrade, url)
-        settings.resolved_secret_key()  # create the development secret now, not mid-request
         app.state.db, app.state.redis = db, redis
+        await _start_services(app, settings, db)
         pool_task = asyncio.create_task(_publish_pool_metrics(app))
         log.info("startup", environment=settings.environment, postgres=server_version)
         yield
     finally:
         if pool_task is not None:
             pool_task.cancel()
+        if getattr(app.state, "ratelimiter", None) is not None:
+            await app.state.ratelimiter.close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()

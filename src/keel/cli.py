@@ -22,15 +22,21 @@ from pydantic import ValidationError
 from keel.config import Settings, get_settings
 from keel.core.db import DatabaseUnsupported, create_database, verify_server
 from keel.core.embedded import EmbeddedPostgres
+from keel.core.errors import KeelError
 from keel.core.logging import configure_logging, uvicorn_log_config
 from keel.core.metrics import MULTIPROC_ENV
+from keel.core.passwords import PasswordHasher
 from keel.migrations import runner
+from keel.users.schemas import AdminUserCreate
+from keel.users.service import create_user
 
 app = typer.Typer(help="Keel: an API service on FastAPI and PostgreSQL 17+.", no_args_is_help=True)
 migrate_app = typer.Typer(help="Apply, revert and write database migrations.")
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server.")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Manage user accounts.")
+app.add_typer(users_app, name="users")
 log = structlog.get_logger("keel.cli")
 
 
@@ -206,6 +212,46 @@ def db_stop() -> None:
     """Stop the embedded server, whoever started it."""
     _embedded(_settings()).stop()
     typer.echo("stopped")
+
+
+async def _create_superuser(settings: Settings, url: str, data: AdminUserCreate) -> str:
+    database = create_database(settings, url)
+    try:
+        async with database.sessionmaker() as session:
+            user = await create_user(session, PasswordHasher.from_settings(settings), data)
+            await session.commit()
+            return str(user.id)
+    finally:
+        await database.dispose()
+
+
+@users_app.command("create-superuser")
+def users_create_superuser(
+    email: Annotated[str, typer.Option(prompt=True)],
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    full_name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create an administrator (prompts for anything not given as a flag)."""
+    settings = get_settings()
+    configure_logging(settings)
+    try:
+        data = AdminUserCreate(
+            email=email,
+            username=username,
+            password=password,
+            full_name=full_name,
+            is_superuser=True,
+            is_verified=True,
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    with database_url(settings) as url:
+        try:
+            user_id = asyncio.run(_create_superuser(settings, url, data))
+        except KeelError as exc:
+            _fail(str(exc))
+    typer.echo(f"created superuser {username} ({user_id})")
 
 
 def main() -> None:

@@ -70,6 +70,7 @@ def create_database(settings: Settings, url: str) -> Database:
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         pool_recycle=settings.db_pool_recycle,
+        hide_parameters=True,  # errors must never carry values such as password hashes
         connect_args={"server_settings": server_settings, "timeout": settings.db_connect_timeout},
     )
     return Database(

@@ -6,6 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+# The `responses=` mapping of a route: status code -> OpenAPI response object.
+Responses = dict[int | str, dict[str, Any]]
+
 
 class KeelRouter(APIRouter):
     """Registers every path twice: as written, and with the trailing slash toggled.

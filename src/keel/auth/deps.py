@@ -1,0 +1,114 @@
+"""Auth dependencies: the services on app.state, the signed-in user, admins, rate limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request, Response
+from fastapi.security import OAuth2PasswordBearer
+
+from keel.auth import repository
+from keel.config import Settings
+from keel.core.db import SessionDep
+from keel.core.errors import Forbidden, Unauthorized
+from keel.core.mail import Mailer
+from keel.core.passwords import PasswordHasher
+from keel.core.ratelimit import RateLimiter, rate_limit_headers, too_many_requests
+from keel.core.security import InvalidToken, TokenClaims, TokenService
+from keel.users.models import User
+
+LOGIN_PATH = "/api/v1/auth/login"
+bearer_scheme = OAuth2PasswordBearer(tokenUrl=LOGIN_PATH, auto_error=False)
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_tokens(request: Request) -> TokenService:
+    tokens: TokenService = request.app.state.tokens
+    return tokens
+
+
+def get_passwords(request: Request) -> PasswordHasher:
+    passwords: PasswordHasher = request.app.state.passwords
+    return passwords
+
+
+def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+def get_ratelimiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.ratelimiter
+    return limiter
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+TokensDep = Annotated[TokenService, Depends(get_tokens)]
+PasswordsDep = Annotated[PasswordHasher, Depends(get_passwords)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_ratelimiter)]
+BearerToken = Annotated[str | None, Depends(bearer_scheme)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The signed-in user and the access token they presented."""
+
+    user: User
+    claims: TokenClaims
+
+
+async def get_principal(session: SessionDep, tokens: TokensDep, token: BearerToken) -> Principal:
+    if not token:
+        raise Unauthorized("Sign in: send an access token as `Authorization: Bearer <token>`.")
+    claims = tokens.verify(token, expected="access")
+    user = await repository.user_for_session(session, UUID(claims.subject), UUID(claims.family))
+    if user is None:
+        raise InvalidToken("The session has ended or the account is disabled; sign in again.")
+    return Principal(user=user, claims=claims)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_current_user(principal: PrincipalDep) -> User:
+    return principal.user
+
+
+async def get_admin_user(principal: PrincipalDep) -> User:
+    if not principal.user.is_superuser:
+        raise Forbidden("This endpoint is for administrators.")
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def enforce_api_rate_limit(
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    limiter: RateLimiterDep,
+    tokens: TokensDep,
+    token: BearerToken,
+) -> None:
+    """The API-wide limit: per user when a valid token is presented, per IP otherwise."""
+    subject = tokens.subject_or_none(token) if token else None
+    if subject is not None:
+        result = await limiter.hit(settings.rate_limit_user, "api-user", subject)
+    else:
+        result = await limiter.hit(settings.rate_limit_anonymous, "api-ip", client_ip(request))
+    if not result.allowed:
+        raise too_many_requests(result)
+    response.headers.update(rate_limit_headers(result))

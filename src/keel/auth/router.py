@@ -1,0 +1,190 @@
+"""Authentication: `/api/v1/auth`. Sign-up, sign-in, token rotation, sign-out,
+password reset and email verification. Every response here is `Cache-Control: no-store`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import BackgroundTasks, Depends, Form, Request, Response, status
+
+from keel.auth import service
+from keel.auth.deps import (
+    MailerDep,
+    PasswordsDep,
+    PrincipalDep,
+    RateLimiterDep,
+    SettingsDep,
+    TokensDep,
+    client_ip,
+)
+from keel.auth.schemas import (
+    Accepted,
+    EmailRequest,
+    PasswordResetConfirm,
+    RefreshRequest,
+    TokenPair,
+    VerifyConfirm,
+)
+from keel.core.db import SessionDep
+from keel.core.errors import Forbidden
+from keel.core.passwords import MAX_PASSWORD_LENGTH
+from keel.core.ratelimit import too_many_requests
+from keel.core.routing import KeelRouter, Responses
+from keel.users import service as users
+from keel.users.schemas import UserCreate, UserPrivate
+
+
+def no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+
+
+router = KeelRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(no_store)])
+
+MAX_LOGIN_LENGTH = 320  # the longest valid email address
+RATE_LIMITED: Responses = {429: {"description": "Too many attempts; see Retry-After"}}
+BAD_TOKEN: Responses = {401: {"description": "Invalid, expired, revoked or replayed token"}}
+ACCEPTED = "If the address belongs to an account, a message is on its way."
+
+
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPrivate,
+    responses={
+        403: {"description": "Sign-up is turned off"},
+        409: {"description": "Email or username already taken"},
+        **RATE_LIMITED,
+    },
+    summary="Create an account",
+)
+async def signup(
+    data: UserCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    passwords: PasswordsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> Any:
+    if not settings.signup_enabled:
+        raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
+    user = await users.create_user(session, passwords, data)
+    background.add_task(mailer.send, await service.verification_mail(session, settings, user))
+    return user
+
+
+class LoginForm:
+    """OAuth2 password form (so Swagger's Authorize works); username may be an email."""
+
+    def __init__(
+        self,
+        username: Annotated[str, Form(min_length=1, max_length=MAX_LOGIN_LENGTH)],
+        password: Annotated[str, Form(min_length=1, max_length=MAX_PASSWORD_LENGTH)],
+    ) -> None:
+        self.username = username.strip()
+        self.password = password
+
+
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    responses={401: {"description": "Incorrect credentials"}, **RATE_LIMITED},
+    summary="Sign in with username or email and password",
+)
+async def login(
+    request: Request,
+    form: Annotated[LoginForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+    tokens: TokensDep,
+    passwords: PasswordsDep,
+    limiter: RateLimiterDep,
+) -> Any:
+    for scope, key in (("login-account", form.username.lower()), ("login-ip", client_ip(request))):
+        result = await limiter.hit(settings.rate_limit_login, scope, key)
+        if not result.allowed:
+            raise too_many_requests(result)
+    return await service.login(session, tokens, passwords, form.username, form.password)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses={**BAD_TOKEN, **RATE_LIMITED},
+    summary="Rotate a refresh token",
+)
+async def refresh(data: RefreshRequest, session: SessionDep, tokens: TokensDep) -> Any:
+    return await service.refresh(session, tokens, data.refresh_token)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**BAD_TOKEN, **RATE_LIMITED},
+    summary="End this session (its refresh family and access tokens)",
+)
+async def logout(session: SessionDep, principal: PrincipalDep) -> None:
+    await service.logout(session, principal.claims)
+
+
+@router.post(
+    "/password-reset/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=RATE_LIMITED,
+    summary="Mail a password-reset token",
+)
+async def password_reset_request(
+    data: EmailRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> Any:
+    mail = await service.request_password_reset(session, settings, str(data.email))
+    if mail is not None:
+        background.add_task(mailer.send, mail)
+    return Accepted(detail=ACCEPTED)
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {"description": "Invalid, used or expired token"}, **RATE_LIMITED},
+    summary="Set a new password with a reset token (ends all sessions)",
+)
+async def password_reset_confirm(
+    data: PasswordResetConfirm, session: SessionDep, passwords: PasswordsDep
+) -> None:
+    await service.confirm_password_reset(session, passwords, data.token, data.new_password)
+
+
+@router.post(
+    "/verify/request",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=RATE_LIMITED,
+    summary="Mail an email-verification token",
+)
+async def verify_request(
+    data: EmailRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> Any:
+    mail = await service.request_verification(session, settings, str(data.email))
+    if mail is not None:
+        background.add_task(mailer.send, mail)
+    return Accepted(detail=ACCEPTED)
+
+
+@router.post(
+    "/verify/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={400: {"description": "Invalid, used or expired token"}, **RATE_LIMITED},
+    summary="Confirm an email address",
+)
+async def verify_confirm(data: VerifyConfirm, session: SessionDep) -> None:
+    await service.confirm_verification(session, data.token)

@@ -1,0 +1,172 @@
+"""Sign-in, token rotation, sign-out, password reset and email verification."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.auth import repository
+from keel.auth.models import ActionPurpose
+from keel.auth.schemas import TokenPair
+from keel.config import Settings
+from keel.core.errors import BadRequest, Unauthorized
+from keel.core.mail import Mail
+from keel.core.passwords import PasswordHasher
+from keel.core.security import InvalidToken, TokenClaims, TokenService
+from keel.users import repository as users
+from keel.users.models import User
+
+log = structlog.get_logger(__name__)
+BAD_CREDENTIALS = "Incorrect username/email or password."
+
+
+async def issue_pair(
+    session: AsyncSession, tokens: TokenService, user_id: UUID, family_id: UUID
+) -> TokenPair:
+    """A new access + refresh token in `family_id`; the refresh token is recorded."""
+    access = tokens.issue(subject=str(user_id), family=str(family_id), type="access")
+    refresh = tokens.issue(subject=str(user_id), family=str(family_id), type="refresh")
+    await repository.add_refresh_token(
+        session, UUID(refresh.token_id), family_id, refresh.expires_at
+    )
+    return TokenPair(
+        access_token=access.token,
+        refresh_token=refresh.token,
+        expires_in=int(tokens.access_ttl.total_seconds()),
+    )
+
+
+async def authenticate(
+    session: AsyncSession, passwords: PasswordHasher, login: str, password: str
+) -> User:
+    """The active user with these credentials, or Unauthorized.
+
+    Unknown accounts cost one dummy verification, so timing doesn't reveal them.
+    """
+    user = await users.get_by_login(session, login)
+    if user is None:
+        await passwords.verify_dummy(password)
+        raise Unauthorized(BAD_CREDENTIALS)
+    valid, new_hash = await passwords.verify(password, user.hashed_password)
+    if not valid or not user.is_active:
+        raise Unauthorized(BAD_CREDENTIALS)
+    if new_hash is not None:  # legacy bcrypt or weaker argon2 parameters
+        user.hashed_password = new_hash
+    return user
+
+
+async def login(
+    session: AsyncSession, tokens: TokenService, passwords: PasswordHasher, login: str, pw: str
+) -> TokenPair:
+    user = await authenticate(session, passwords, login, pw)
+    await users.record_login(session, user)
+    family = await repository.open_family(session, user.id)
+    log.info("auth.login", user_id=str(user.id))
+    return await issue_pair(session, tokens, user.id, family.id)
+
+
+async def refresh(session: AsyncSession, tokens: TokenService, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token. Presenting a used one revokes its whole family (replay)."""
+    claims = tokens.verify(refresh_token, expected="refresh")
+    record = await repository.lock_refresh_token(session, UUID(claims.token_id))
+    if record is None or record.family.revoked_at is not None:
+        raise InvalidToken("The session has ended; sign in again.")
+    if record.token.used_at is not None:
+        await repository.revoke_family(session, record.family.id, "refresh token replayed")
+        # Commit here: the 401 below makes the request's session roll back, and the
+        # revocation must survive it.
+        await session.commit()
+        log.warning("auth.refresh_replay", family_id=str(record.family.id))
+        raise InvalidToken("This refresh token was already used; the session is revoked.")
+    user = await users.get(session, record.family.user_id)
+    if user is None or not user.is_active:
+        raise InvalidToken("The account is disabled.")
+    await repository.mark_refresh_used(session, record.token)
+    return await issue_pair(session, tokens, user.id, record.family.id)
+
+
+async def logout(session: AsyncSession, claims: TokenClaims) -> None:
+    await repository.revoke_family(session, UUID(claims.family), "logout")
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def _new_action_token(
+    session: AsyncSession, user: User, purpose: ActionPurpose, ttl: timedelta
+) -> str:
+    token = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + ttl
+    await repository.add_action_token(session, user.id, purpose, _token_hash(token), expires_at)
+    return token
+
+
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, email: str
+) -> Mail | None:
+    """A reset mail for an active account; None (and the same answer) otherwise."""
+    user = await users.get_by_email(session, email)
+    if user is None or not user.is_active:
+        return None
+    ttl = timedelta(minutes=settings.password_reset_minutes)
+    token = await _new_action_token(session, user, ActionPurpose.PASSWORD_RESET, ttl)
+    return Mail(
+        to=user.email,
+        subject="Reset your Keel password",
+        body=(
+            f"Use this token to set a new password within {settings.password_reset_minutes} "
+            f"minutes:\n\n{token}\n\nPOST {settings.public_base_url}"
+            '/api/v1/auth/password-reset/confirm with {"token": ..., "new_password": ...}'
+        ),
+    )
+
+
+async def confirm_password_reset(
+    session: AsyncSession, passwords: PasswordHasher, token: str, new_password: str
+) -> None:
+    user_id = await repository.consume_action_token(
+        session, ActionPurpose.PASSWORD_RESET, _token_hash(token)
+    )
+    if user_id is None:
+        raise BadRequest("The reset token is invalid, used or expired.")
+    await users.set_password_hash(session, user_id, await passwords.hash(new_password))
+    await repository.revoke_user_families(session, user_id, "password reset")
+
+
+async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
+    ttl = timedelta(hours=settings.verify_email_hours)
+    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl)
+    return Mail(
+        to=user.email,
+        subject="Confirm your email for Keel",
+        body=(
+            f"Confirm your email within {settings.verify_email_hours} hours with this token:"
+            f"\n\n{token}\n\nPOST {settings.public_base_url}/api/v1/auth/verify/confirm"
+        ),
+    )
+
+
+async def request_verification(
+    session: AsyncSession, settings: Settings, email: str
+) -> Mail | None:
+    user = await users.get_by_email(session, email)
+    if user is None or user.is_verified or not user.is_active:
+        return None
+    return await verification_mail(session, settings, user)
+
+
+async def confirm_verification(session: AsyncSession, token: str) -> None:
+    user_id = await repository.consume_action_token(
+        session, ActionPurpose.VERIFY_EMAIL, _token_hash(token)
+    )
+    user = await users.get(session, user_id) if user_id else None
+    if user is None:
+        raise BadRequest("The verification token is invalid, used or expired.")
+    user.is_verified = True
+    await session.flush()

@@ -1,0 +1,265 @@
+"""Rate limits on the `limits` library: Redis shared by all workers, memory otherwise.
+
+Strategy: **moving window**. Each hit is a timestamp, and a request is allowed
+while fewer than N hits fall in the last window. Unlike a fixed window it has
+no boundary burst (a fixed "5/15 minutes" lets 10 attempts through around a
+window edge), and unlike fixed-window-elastic (no longer offered by `limits` 5)
+refused hits do not extend the lockout, so a client that backs off as told by
+`Retry-After` gets in. The cost is one Redis list of up to N entries per key,
+which is small for the limits Keel uses.
+
+Redis going away at run time: limiting neither fails open nor turns into 500s.
+The first storage error logs `ratelimit.redis_unavailable` once, and the
+limiter switches to a per-process in-memory window, so every worker still
+enforces the limit on its own (degraded: the effective limit is N per worker).
+After `redis_retry_seconds` one request probes Redis again; when it answers,
+`ratelimit.redis_restored` is logged and Redis is used again. Redis calls have
+0.5 s connect/read timeouts and a single immediate retry (to get past a stale
+pooled connection after a Redis restart), so a dead Redis never stalls a
+request for long.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import limits
+import structlog
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from limits.util import WindowStats
+from redis.asyncio import ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from keel.core.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from limits.aio.strategies import RateLimiter as Strategy
+
+    from keel.config import Settings
+
+Backend = Literal["redis", "memory"]
+
+# reset() deletes by prefix, so rate limits get a namespace of their own under "keel:".
+KEY_PREFIX: Final = "keel:ratelimit"
+REDIS_TIMEOUT_SECONDS: Final = 0.5
+
+# OSError covers the builtin ConnectionError and TimeoutError that can escape the client.
+_STORAGE_ERRORS: Final = (RedisError, StorageError, OSError)
+_URL_SCHEMES: Final = {
+    "redis": "async+redis",
+    "rediss": "async+rediss",
+    "unix": "async+redis+unix",
+}
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """The outcome of one hit or check against a limit."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: float  # epoch seconds when the oldest hit leaves the window
+    retry_after: int  # seconds; >= 1 when not allowed, else 0
+
+
+@lru_cache(maxsize=256)
+def parse_limit(limit: str) -> limits.RateLimitItem:
+    """Parse a `limits` string ("5/15 minutes", "600 per minute"); cached."""
+    return limits.parse(limit)
+
+
+def limits_storage_uri(redis_url: str) -> str:
+    """Turn a `redis://` style URL into the `async+redis://` form `limits` expects."""
+    scheme, sep, rest = redis_url.partition("://")
+    if not sep:
+        raise ValueError("REDIS_URL must look like redis://host:port/db")
+    if scheme.startswith("async+"):
+        return redis_url
+    if scheme not in _URL_SCHEMES:
+        raise ValueError(f"unsupported REDIS_URL scheme {scheme!r}")
+    return f"{_URL_SCHEMES[scheme]}://{rest}"
+
+
+class RateLimiter:
+    """Moving-window rate limiter over Redis, falling back to memory when Redis fails."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        *,
+        enabled: bool = True,
+        redis_retry_seconds: float = 30.0,
+        key_prefix: str = KEY_PREFIX,
+    ) -> None:
+        if redis_retry_seconds < 0:
+            raise ValueError("redis_retry_seconds must not be negative")
+        self._enabled = enabled
+        self._retry_seconds = redis_retry_seconds
+        self._memory = MemoryStorage()
+        self._memory_strategy = MovingWindowRateLimiter(self._memory)
+        self._pool: ConnectionPool | None = None
+        self._redis: RedisStorage | None = None
+        self._redis_strategy: MovingWindowRateLimiter | None = None
+        if redis_url:
+            self._pool = ConnectionPool.from_url(
+                redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 1),
+            )
+            # limits types client options as scalars; the pool is passed through untouched.
+            client_options: dict[str, Any] = {"connection_pool": self._pool}
+            self._redis = RedisStorage(
+                limits_storage_uri(redis_url),
+                implementation="redispy",
+                key_prefix=key_prefix,
+                **client_options,
+            )
+            self._redis_strategy = MovingWindowRateLimiter(self._redis)
+        self._degraded_since: float | None = None
+        self._next_probe = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimiter:
+        """Build the limiter from `REDIS_URL` and `RATE_LIMIT_ENABLED`."""
+        return cls(settings.redis_url, enabled=settings.rate_limit_enabled)
+
+    @property
+    def backend(self) -> Backend:
+        """The storage hits currently go to."""
+        return "redis" if self._redis is not None and self._degraded_since is None else "memory"
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    async def hit(self, limit: str, *identifiers: str) -> RateLimitResult:
+        """Count one request against `limit` for `identifiers` and say whether it may pass.
+
+        Name the scope in the first identifier (`"login", email`): the same limit
+        string with the same identifiers shares one counter.
+        """
+        item = parse_limit(limit)
+        if not self._enabled:
+            return _unlimited(item)
+
+        async def consume(strategy: Strategy) -> tuple[bool, WindowStats]:
+            allowed = await strategy.hit(item, *identifiers)
+            return allowed, await strategy.get_window_stats(item, *identifiers)
+
+        allowed, stats = await self._run(consume)
+        return _result(item, allowed, stats)
+
+    async def check(self, limit: str, *identifiers: str) -> RateLimitResult:
+        """Like `hit`, without counting: would a request pass now?"""
+        item = parse_limit(limit)
+        if not self._enabled:
+            return _unlimited(item)
+
+        async def peek(strategy: Strategy) -> tuple[bool, WindowStats]:
+            allowed = await strategy.test(item, *identifiers)
+            return allowed, await strategy.get_window_stats(item, *identifiers)
+
+        allowed, stats = await self._run(peek)
+        return _result(item, allowed, stats)
+
+    async def reset(self) -> None:
+        """Forget every hit under this limiter's key prefix (for tests)."""
+        await self._memory.reset()
+        if self._redis is not None:
+            await self._redis.reset()
+
+    async def close(self) -> None:
+        """Release Redis connections."""
+        if self._pool is not None:
+            await self._pool.aclose()
+
+    async def _run[T](self, operation: Callable[[Strategy], Awaitable[T]]) -> T:
+        if self._redis_strategy is not None and self._may_use_redis():
+            try:
+                result = await operation(self._redis_strategy)
+            except _STORAGE_ERRORS as exc:
+                self._mark_redis_down(exc)
+            else:
+                self._mark_redis_up()
+                return result
+        return await operation(self._memory_strategy)
+
+    def _may_use_redis(self) -> bool:
+        if self._degraded_since is None:
+            return True
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        # Claim the probe so concurrent requests stay on memory instead of piling onto Redis.
+        self._next_probe = now + self._retry_seconds
+        return True
+
+    def _mark_redis_down(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self._next_probe = now + self._retry_seconds
+        if self._degraded_since is None:
+            self._degraded_since = now
+            log.warning(
+                "ratelimit.redis_unavailable",
+                error=type(exc).__name__,
+                message=str(exc),
+                retry_seconds=self._retry_seconds,
+            )
+
+    def _mark_redis_up(self) -> None:
+        if self._degraded_since is not None:
+            log.info(
+                "ratelimit.redis_restored",
+                degraded_seconds=round(time.monotonic() - self._degraded_since, 1),
+            )
+            self._degraded_since = None
+
+
+def too_many_requests(result: RateLimitResult) -> TooManyRequests:
+    """The 429 to raise for a refused hit, with `Retry-After` and RateLimit headers."""
+    retry_after = max(1, result.retry_after)
+    return TooManyRequests(
+        f"Too many requests; retry in {retry_after} seconds.",
+        headers={"Retry-After": str(retry_after), **rate_limit_headers(result)},
+        limit=result.limit,
+        retry_after=retry_after,
+    )
+
+
+def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
+    """RateLimit-Limit/-Remaining/-Reset (IETF httpapi draft); Reset is in seconds."""
+    return {
+        "RateLimit-Limit": str(result.limit),
+        "RateLimit-Remaining": str(result.remaining),
+        "RateLimit-Reset": str(max(0, math.ceil(result.reset_at - time.time()))),
+    }
+
+
+def _result(item: limits.RateLimitItem, allowed: bool, stats: WindowStats) -> RateLimitResult:
+    retry_after = 0 if allowed else max(1, math.ceil(stats.reset_time - time.time()))
+    return RateLimitResult(
+        allowed=allowed,
+        limit=item.amount,
+        remaining=max(0, stats.remaining),
+        reset_at=stats.reset_time,
+        retry_after=retry_after,
+    )
+
+
+def _unlimited(item: limits.RateLimitItem) -> RateLimitResult:
+    return RateLimitResult(
+        allowed=True, limit=item.amount, remaining=item.amount, reset_at=time.time(), retry_after=0
+    )

@@ -1,0 +1,93 @@
+"""Request and response shapes for users. Hashes never appear on any of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from keel.core.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from keel.users.models import FULL_NAME_MAX, USERNAME_MAX, USERNAME_MIN
+
+Username = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=USERNAME_MIN,
+        max_length=USERNAME_MAX,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+    ),
+]
+Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
+FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=FULL_NAME_MAX)]
+MAX_METADATA_KEYS = 50
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    username: Username
+    password: Password
+    full_name: FullName | None = None
+
+
+class AdminUserCreate(UserCreate):
+    is_active: bool = True
+    is_superuser: bool = False
+    is_verified: bool = False
+
+
+class UserUpdate(BaseModel):
+    """PATCH body. The three flags are for admins: anyone else sending them gets a 403."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    username: Username | None = None
+    full_name: FullName | None = None
+    metadata: dict[str, Any] | None = Field(default=None, max_length=MAX_METADATA_KEYS)
+    is_active: bool | None = None
+    is_superuser: bool | None = None
+    is_verified: bool | None = None
+
+
+ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser", "is_verified"})
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[str, Field(max_length=MAX_PASSWORD_LENGTH)]
+    new_password: Password
+
+
+class UserPublic(BaseModel):
+    """What any signed-in user may see of another."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    username: str
+    full_name: str | None
+    created_at: datetime
+
+
+class UserPrivate(UserPublic):
+    """What a user sees of themselves, and admins of anyone."""
+
+    email: str
+    is_active: bool
+    is_superuser: bool
+    is_verified: bool
+    last_login: datetime | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    updated_at: datetime
+
+
+class UserPage(BaseModel):
+    items: list[UserPublic]
+    skip: int
+    limit: int

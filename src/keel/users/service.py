@@ -1,0 +1,110 @@
+"""User accounts: creation, profile changes, passwords, the first superuser."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.auth import repository as sessions
+from keel.config import Settings
+from keel.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from keel.core.passwords import PasswordHasher
+from keel.users import repository
+from keel.users.models import User
+from keel.users.schemas import ADMIN_ONLY_FIELDS, AdminUserCreate, UserCreate, UserUpdate
+
+log = structlog.get_logger(__name__)
+CLEARABLE_FIELDS = frozenset({"full_name"})
+
+
+async def create_user(
+    session: AsyncSession, passwords: PasswordHasher, data: UserCreate | AdminUserCreate
+) -> User:
+    user = User(
+        email=str(data.email),
+        username=data.username,
+        full_name=data.full_name,
+        hashed_password=await passwords.hash(data.password),
+    )
+    if isinstance(data, AdminUserCreate):
+        user.is_active, user.is_superuser = data.is_active, data.is_superuser
+        user.is_verified = data.is_verified
+    return await repository.flush_user(session, user)
+
+
+async def get_user(session: AsyncSession, user_id: UUID) -> User:
+    user = await repository.get(session, user_id)
+    if user is None:
+        raise NotFound("No user with this id.")
+    return user
+
+
+async def update_user(
+    session: AsyncSession, actor: User, user_id: UUID, changes: UserUpdate
+) -> User:
+    """Apply a PATCH. Users may change themselves; admins anyone, flags included."""
+    if actor.id != user_id and not actor.is_superuser:
+        raise Forbidden("You may only change your own account.")
+    fields = changes.model_dump(exclude_unset=True)
+    forbidden = sorted(ADMIN_ONLY_FIELDS & fields.keys())
+    if forbidden and not actor.is_superuser:
+        raise Forbidden(f"Only administrators may change {', '.join(forbidden)}.", fields=forbidden)
+    user = await get_user(session, user_id)
+    if "email" in fields and fields["email"] is not None:
+        fields["email"] = str(fields["email"])
+        if fields["email"].lower() != user.email.lower():
+            user.is_verified = bool(fields.get("is_verified", False))
+    if "metadata" in fields:
+        fields["metadata_"] = fields.pop("metadata") or {}
+    for name, value in fields.items():
+        if value is not None or name in CLEARABLE_FIELDS:  # null leaves the rest unchanged
+            setattr(user, name, value)
+    return await repository.flush_user(session, user)
+
+
+async def change_password(
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    user: User,
+    current_password: str,
+    new_password: str,
+    keep_family: UUID,
+) -> None:
+    """Needs the current password; ends every other session of the user."""
+    valid, _ = await passwords.verify(current_password, user.hashed_password)
+    if not valid:
+        raise Unauthorized("The current password is incorrect.")
+    user.hashed_password = await passwords.hash(new_password)
+    await session.flush()
+    await sessions.revoke_user_families(session, user.id, "password changed", keep=keep_family)
+
+
+async def delete_user(session: AsyncSession, user_id: UUID) -> None:
+    if not await repository.delete_user(session, user_id):
+        raise NotFound("No user with this id.")
+
+
+async def ensure_first_superuser(
+    session: AsyncSession, settings: Settings, passwords: PasswordHasher
+) -> User | None:
+    """Create FIRST_SUPERUSER_* if configured and no superuser exists yet."""
+    email, username = settings.first_superuser_email, settings.first_superuser_username
+    password = settings.first_superuser_password
+    if not (email and username and password) or await repository.superuser_exists(session):
+        return None
+    data = AdminUserCreate(
+        email=email,
+        username=username,
+        password=password.get_secret_value(),
+        is_superuser=True,
+        is_verified=True,
+    )
+    try:
+        user = await create_user(session, passwords, data)
+    except Conflict:
+        await session.rollback()  # another worker created it first
+        return None
+    log.info("users.first_superuser_created", user_id=str(user.id))
+    return user
