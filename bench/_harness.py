@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class WrkResult:
     latency_ms: dict[str, float]  # percentile ("50", "75", "90", "99") -> ms
     non_2xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
+    # CPU other processes used during the run, in % of one core (noise on a shared box).
+    other_cpu_pct: float | None = None
 
     @property
     def errors(self) -> int:
@@ -270,6 +272,79 @@ def warm_up(server: Server, path: str, seconds: int, connections: int) -> None:
         run_wrk(server.url(path), duration=seconds, connections=connections, threads=1)
 
 
+# --- noise ------------------------------------------------------------------------------
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (0.0 without /proc)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _others_seconds(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (own + reaped children) of every process but those in exclude, by pid."""
+    seconds: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        pid = int(stat.parent.name)
+        if pid in exclude:
+            continue
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        seconds[pid] = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+@contextlib.contextmanager
+def cpu_meter(server_pid: int) -> Iterator[Callable[[], float | None]]:
+    """Measure CPU used by other processes than the server and this one (with wrk, its child).
+
+    Yields a callable giving that, in % of one core, once the block has run (None without
+    /proc). Processes that start and exit inside the block count only once their parent
+    reaps them; that is close enough to flag a noisy run.
+    """
+    exclude = {server_pid, os.getpid()}
+    t0, before = time.monotonic(), _others_seconds(exclude)
+    result: list[float] = []
+    yield lambda: result[0] if result else None
+    after, wall = _others_seconds(exclude), time.monotonic() - t0
+    if before and wall > 0:
+        used = sum(sec - before.get(pid, 0.0) for pid, sec in after.items())
+        result.append(max(0.0, used / wall * 100))
+
+
+NOISY_OTHER_CPU_PCT = 10.0
+
+
+def wait_for_quiet(max_wait: float, threshold_pct: float = NOISY_OTHER_CPU_PCT) -> float:
+    """Wait (up to max_wait s) until the machine is idle for a second; return the last busy %."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before, t0 = _busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        busy = (_busy_seconds() - before) / (time.monotonic() - t0) * 100
+        if busy < threshold_pct or time.monotonic() >= deadline:
+            return busy
+        print(f"machine busy ({busy:.0f}% of a core in use); waiting to start", file=sys.stderr)
+        time.sleep(4.0)
+
+
+def noise_warning(medians: Mapping[str, Mapping[str, float]]) -> str:
+    """A Markdown warning if other processes took noticeable CPU during the runs, else ""."""
+    worst = max(m["other_cpu_pct"] for m in medians.values())
+    if worst < NOISY_OTHER_CPU_PCT:
+        return ""
+    return (
+        f"**Warning: other processes used up to {worst:.0f}% of a core during the runs, so the "
+        "figures may be skewed: check that the per-round numbers agree, or re-run on a quiet "
+        "machine.**"
+    )
+
+
 # --- database -----------------------------------------------------------------------------
 
 
@@ -306,6 +381,12 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of all variants")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before measuring")
     parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each run, wait up to this many seconds for other processes to go idle",
+    )
+    parser.add_argument(
         "--ref",
         default=None,
         help="serve src/ as committed at this git ref (e.g. HEAD) instead of the working tree",
@@ -329,12 +410,14 @@ def measure(
     with uvicorn_server(variant.key, variant.app, env=env, log_path=log_path) as server:
         check_reply(server, variant, path)
         warm_up(server, path, args.warmup, args.connections)
-        result, raw = run_wrk(
-            server.url(path),
-            duration=args.duration,
-            connections=args.connections,
-            threads=args.threads,
-        )
+        with cpu_meter(server.proc.pid) as other_cpu:
+            result, raw = run_wrk(
+                server.url(path),
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
+            )
+        result = replace(result, other_cpu_pct=other_cpu())
     if result.non_2xx:
         raise BenchError(f"{variant.key}: {result.non_2xx} non-2xx replies\n{raw}")
     return result
@@ -360,12 +443,14 @@ def run_alternating(
         for round_no in range(1, args.rounds + 1):
             for variant in variants:
                 log_path = Path(tmp) / f"{variant.key}-{round_no}.log"
+                wait_for_quiet(args.quiet_wait)
                 result = measure(variant, path, env, log_path, args)
                 env["KEEL_AUTO_MIGRATE"] = "false"  # the first server migrated the database
                 runs[variant.key].append(result)
                 print(
                     f"round {round_no} {variant.key:>24}: {result.requests_per_sec:>9,.0f} req/s"
-                    f"  p50 {result.latency_ms['50']:.2f} ms  p99 {result.latency_ms['99']:.2f} ms",
+                    f"  p50 {result.latency_ms['50']:.2f} ms  p99 {result.latency_ms['99']:.2f} ms"
+                    f"  other CPU {result.other_cpu_pct or 0:.0f}%",
                     file=sys.stderr,
                 )
     return runs
@@ -379,6 +464,7 @@ def summarise(runs: Mapping[str, Sequence[WrkResult]]) -> dict[str, dict[str, fl
             "p50_ms": median([r.latency_ms["50"] for r in results]),
             "p99_ms": median([r.latency_ms["99"] for r in results]),
             "errors": float(sum(r.errors for r in results)),
+            "other_cpu_pct": median([r.other_cpu_pct or 0.0 for r in results]),
         }
         for key, results in runs.items()
     }

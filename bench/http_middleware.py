@@ -34,12 +34,23 @@ def render(data: dict[str, Any]) -> str:
             f"{medians[v.key]['p50_ms']:.2f}",
             f"{medians[v.key]['p99_ms']:.2f}",
             int(medians[v.key]["errors"]),
+            f"{medians[v.key]['other_cpu_pct']:.0f}",
         ]
         for v in VARIANTS
     ]
-    header = ["variant", "median req/s", "req/s per round", "p50 ms", "p99 ms", "socket errors"]
+    header = [
+        "variant",
+        "median req/s",
+        "req/s per round",
+        "p50 ms",
+        "p99 ms",
+        "socket errors",
+        "other CPU %",
+    ]
     s = data["settings"]
     verdict = "PASS" if data["pass"] else "FAIL"
+    if data["noisy"]:
+        verdict += " (noisy run, see below)"
     return "\n".join(
         [
             f"### Middleware overhead: GET {PATH} ({data['timestamp']}, {data['commit'][:12]})",
@@ -51,6 +62,8 @@ def render(data: dict[str, Any]) -> str:
             f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
             f"alternating rounds, {s['warmup']}s warm-up, medians over rounds; "
             f"server on CPU {h.SERVER_CPU}, wrk on CPU {h.CLIENT_CPU}.",
+            "",
+            h.noise_warning(medians),
         ]
     )
 
@@ -73,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": ratio,
         "target": TARGET_RATIO,
         "pass": ratio >= TARGET_RATIO,
+        "noisy": bool(h.noise_warning(medians)),
     }
     markdown = render(data)
     h.write_results(NAME, data, markdown)

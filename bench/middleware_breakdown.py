@@ -51,9 +51,19 @@ def render(data: dict[str, Any], variants: tuple[h.Variant, ...]) -> str:
                 f"{full_us - 1e6 / rps:+.1f}",
                 f"{medians[v.key]['p50_ms']:.2f}",
                 f"{medians[v.key]['p99_ms']:.2f}",
+                f"{medians[v.key]['other_cpu_pct']:.0f}",
             ]
         )
-    header = ["variant", "median req/s", "µs/req", "÷ bare", "saves µs/req", "p50 ms", "p99 ms"]
+    header = [
+        "variant",
+        "median req/s",
+        "µs/req",
+        "÷ bare",
+        "saves µs/req",
+        "p50 ms",
+        "p99 ms",
+        "other CPU %",
+    ]
     s = data["settings"]
     return "\n".join(
         [
@@ -63,6 +73,8 @@ def render(data: dict[str, Any], variants: tuple[h.Variant, ...]) -> str:
             "",
             f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
             f"alternating rounds, {s['warmup']}s warm-up, medians over rounds.",
+            "",
+            h.noise_warning(medians),
         ]
     )
 

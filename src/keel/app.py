@@ -29,11 +29,15 @@ from keel.core.middleware import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from keel.core.openapi import install_problem_openapi
+from keel.core.pagination import CursorCodec
 from keel.core.passwords import PasswordHasher
 from keel.core.ratelimit import RateLimiter
 from keel.core.security import TokenService
 from keel.health.router import router as health_router
 from keel.migrations import runner
+from keel.posts.router import router as posts_router
+from keel.search.router import router as search_router
 from keel.users.router import router as users_router
 from keel.users.service import ensure_first_superuser
 
@@ -71,6 +75,8 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_api_rate_limit)])
     router.include_router(auth_router)
     router.include_router(users_router)
+    router.include_router(posts_router)
+    router.include_router(search_router)
     return router
 
 
@@ -80,6 +86,7 @@ async def _start_services(app: FastAPI, settings: Settings, db: Database) -> Non
     app.state.passwords = PasswordHasher.from_settings(settings)
     app.state.mailer = Mailer(settings)
     app.state.ratelimiter = RateLimiter.from_settings(settings)
+    app.state.post_cursors = CursorCodec(settings.resolved_secret_key(), purpose="posts")
     async with db.sessionmaker() as session:
         if await ensure_first_superuser(session, settings, app.state.passwords):
             await session.commit()
@@ -143,6 +150,7 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     app.state.settings = settings
     app.state.redis = None
     install_error_handlers(app)
+    install_problem_openapi(app)
     app.include_router(health_router)
     app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
     app.include_router(api_router())

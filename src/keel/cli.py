@@ -88,8 +88,9 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def _exit_on_sigterm() -> None:
-    # Turn SIGTERM into SystemExit so `finally` blocks stop the embedded server.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # Turn SIGTERM into a clean exit (status 0, as with --workers N and as systemd
+    # expects) that still runs the `finally` blocks stopping the embedded server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 @app.command()
@@ -233,7 +234,7 @@ def users_create_superuser(
     full_name: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Create an administrator (prompts for anything not given as a flag)."""
-    settings = get_settings()
+    settings = _settings()
     configure_logging(settings)
     try:
         data = AdminUserCreate(

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     mail_from: str = "Keel <no-reply@localhost>"
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # --- posts & search --------------------------------------------------------
+    # Text-search configuration baked into app.posts.search by the migration; set it
+    # before the first `keel migrate`, changing it later needs a new migration.
+    search_config: Annotated[str, Field(pattern=r"^[a-z_]{1,63}$")] = "english"
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256

@@ -16,6 +16,7 @@ APP_SCHEMA = "app"
 
 # Every domain's tables, registered on `metadata` for Alembic and the drift test.
 from keel.auth import models as auth_models  # noqa: E402
+from keel.posts import models as post_models  # noqa: E402
 from keel.users import models as user_models  # noqa: E402
 
-__all__ = ["APP_SCHEMA", "auth_models", "metadata", "user_models"]
+__all__ = ["APP_SCHEMA", "auth_models", "metadata", "post_models", "user_models"]

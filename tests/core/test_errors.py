@@ -111,3 +111,19 @@ async def test_problem_without_request_context_still_renders() -> None:
         response = await http.get("/nothing")
     assert response.status_code == 404
     assert response.json()["request_id"] is None
+
+
+async def test_405_allow_lists_every_method_of_the_resource(client: AsyncClient) -> None:
+    response = await client.put("/api/v1/users")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
+async def test_a_value_postgres_cannot_store_is_422(client: AsyncClient) -> None:
+    # NUL can't live in PostgreSQL text; the request is refused, not failed.
+    response = await client.post(
+        "/api/v1/auth/password-reset/confirm",
+        json={"token": "abc\u0000def", "new_password": "long enough password"},
+    )
+    assert response.status_code in (400, 422)
+    assert response.headers["content-type"] == "application/problem+json"

@@ -9,9 +9,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from keel.core.context import current_request_id
 
@@ -117,9 +118,28 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     phrase = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Starlette lists only the first matching route's methods; list the resource's.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return problem_response(
         exc.status_code, detail=detail, instance=request.url.path, headers=headers
     )
+
+
+ROUTABLE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route fully matches at this path, probing the router itself."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ROUTABLE_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in routes
+        )
+    ]
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -139,7 +159,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    sqlstate = _sqlstate(exc)
     constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
     detail = {
         UNIQUE_VIOLATION: "A record with the same unique value already exists.",
@@ -152,6 +172,31 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
         type_=problem_type("conflict"),
         instance=request.url.path,
         constraint=constraint,
+    )
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    for source in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
+        if code:
+            return str(code)
+    return ""
+
+
+async def _data_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    # SQLSTATE class 22 (data exception): a value the database can't hold, such as a NUL
+    # character in text or a number out of range. The client's input, not our fault.
+    sqlstate = _sqlstate(exc)
+    if not sqlstate.startswith("22"):
+        raise exc  # anything else is ours: the middleware logs it and answers 500
+    log.info("data_error", sqlstate=sqlstate)
+    return problem_response(
+        422,
+        title="Unprocessable Value",
+        detail="A value in the request cannot be stored (e.g. a NUL character or an "
+        "out-of-range number).",
+        type_=problem_type("unprocessable-value"),
+        instance=request.url.path,
     )
 
 
@@ -172,4 +217,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(IntegrityError)(_integrity_error)
+    app.exception_handler(DBAPIError)(_data_error)
     app.exception_handler(PoolTimeoutError)(_pool_timeout)

@@ -45,6 +45,8 @@ async def get(session: AsyncSession, user_id: UUID) -> User | None:
 
 async def get_by_login(session: AsyncSession, login: str) -> User | None:
     """Find a user by email (case-insensitive, citext) or username (lower() index)."""
+    if "\x00" in login:
+        return None  # no account can have it, and PostgreSQL text can't carry it
     statement = select(User).where(
         or_(col(User.email) == login, func.lower(col(User.username)) == func.lower(login))
     )

@@ -6,22 +6,22 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
 from keel.core.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from keel.core.types import DbText
 from keel.users.models import FULL_NAME_MAX, USERNAME_MAX, USERNAME_MIN
 
 Username = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True,
         min_length=USERNAME_MIN,
         max_length=USERNAME_MAX,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
     ),
 ]
 Password = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=FULL_NAME_MAX)]
+FullName = Annotated[DbText, StringConstraints(max_length=FULL_NAME_MAX)]
 MAX_METADATA_KEYS = 50
 
 
@@ -35,9 +35,9 @@ class UserCreate(BaseModel):
 
 
 class AdminUserCreate(UserCreate):
-    is_active: bool = True
-    is_superuser: bool = False
-    is_verified: bool = False
+    is_active: StrictBool = True
+    is_superuser: StrictBool = False
+    is_verified: StrictBool = False
 
 
 class UserUpdate(BaseModel):
@@ -49,9 +49,9 @@ class UserUpdate(BaseModel):
     username: Username | None = None
     full_name: FullName | None = None
     metadata: dict[str, Any] | None = Field(default=None, max_length=MAX_METADATA_KEYS)
-    is_active: bool | None = None
-    is_superuser: bool | None = None
-    is_verified: bool | None = None
+    is_active: StrictBool | None = None
+    is_superuser: StrictBool | None = None
+    is_verified: StrictBool | None = None
 
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser", "is_verified"})

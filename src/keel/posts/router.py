@@ -1,0 +1,123 @@
+"""Posts: `/api/v1/posts`. Keyset pages by default, offsets when asked."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Query, Request, status
+
+from keel.auth.deps import CurrentUser
+from keel.core.db import SessionDep
+from keel.core.errors import BadRequest
+from keel.core.pagination import MAX_CURSOR_LENGTH, CursorCodec
+from keel.core.routing import KeelRouter, Responses
+from keel.core.types import IsoDatetime
+from keel.posts import repository, service
+from keel.posts.schemas import PostCreate, PostPage, PostPublic, PostUpdate
+
+router = KeelRouter(prefix="/posts", tags=["posts"])
+
+MAX_LIMIT = 100
+MAX_OFFSET = 100_000
+AUTH: Responses = {
+    401: {"description": "Not signed in"},
+    429: {"description": "Rate limit exceeded"},
+}
+MISSING: Responses = {404: {"description": "No such post, or a draft that isn't yours"}}
+NOT_YOURS: Responses = {403: {"description": "Published, but not yours to change"}}
+
+
+def get_cursors(request: Request) -> CursorCodec:
+    cursors: CursorCodec = request.app.state.post_cursors
+    return cursors
+
+
+CursorsDep = Annotated[CursorCodec, Depends(get_cursors)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PostPublic,
+    responses=AUTH,
+    summary="Write a post (the author is you)",
+)
+async def create_post(data: PostCreate, session: SessionDep, user: CurrentUser) -> Any:
+    return await service.create_post(session, user, data)
+
+
+@router.get(
+    "",
+    response_model=PostPage,
+    responses={**AUTH, 400: {"description": "Malformed or tampered cursor"}},
+    summary="List posts, newest first",
+)
+async def list_posts(
+    session: SessionDep,
+    user: CurrentUser,
+    cursors: CursorsDep,
+    author_id: UUID | None = None,
+    published: bool | None = None,
+    created_after: IsoDatetime | None = None,
+    created_before: IsoDatetime | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page."),
+    ] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, le=MAX_OFFSET, description="Offset paging instead of cursors.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+) -> Any:
+    if cursor is not None and offset is not None:
+        raise BadRequest("Use either `cursor` or `offset`, not both.")
+    filters = repository.PostFilters(author_id, published, created_after, created_before)
+    after = cursors.decode(cursor) if cursor else None
+    rows = await repository.list_visible(
+        session, user, filters, limit=limit + 1, after=after, offset=offset or 0
+    )
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = None
+    if more and offset is None:
+        last = page[-1]
+        assert last.created_at is not None  # noqa: S101 - loaded from the database
+        next_cursor = cursors.encode(last.created_at, last.id)
+    return PostPage(
+        items=[PostPublic.model_validate(post) for post in page],
+        limit=limit,
+        next_cursor=next_cursor,
+        offset=offset,
+    )
+
+
+@router.get(
+    "/{post_id}",
+    response_model=PostPublic,
+    responses={**AUTH, **MISSING},
+    summary="Read a post",
+)
+async def read_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> Any:
+    return await service.get_post(session, user, post_id)
+
+
+@router.patch(
+    "/{post_id}",
+    response_model=PostPublic,
+    responses={**AUTH, **MISSING, **NOT_YOURS},
+    summary="Change a post (author or admin)",
+)
+async def update_post(
+    post_id: UUID, changes: PostUpdate, session: SessionDep, user: CurrentUser
+) -> Any:
+    return await service.update_post(session, user, post_id, changes)
+
+
+@router.delete(
+    "/{post_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**AUTH, **MISSING, **NOT_YOURS},
+    summary="Delete a post (author or admin)",
+)
+async def delete_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> None:
+    await service.delete_post(session, user, post_id)
