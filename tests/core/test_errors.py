@@ -8,9 +8,11 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.core.db import SessionDep
 from keel.core.errors import Conflict, NotFound
+from tests.users.factory import signed_in
 
 PROBLEM = "application/problem+json"
 
@@ -119,11 +121,14 @@ async def test_405_allow_lists_every_method_of_the_resource(client: AsyncClient)
     assert response.headers["allow"] == "GET, POST"
 
 
-async def test_a_value_postgres_cannot_store_is_422(client: AsyncClient) -> None:
-    # NUL can't live in PostgreSQL text; the request is refused, not failed.
-    response = await client.post(
-        "/api/v1/auth/password-reset/confirm",
-        json={"token": "abc\u0000def", "new_password": "long enough password"},
+async def test_a_value_postgres_cannot_store_is_422(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    # JSONB can't hold \u0000: the database refuses the value, and so do we, with a 422.
+    _, auth = await signed_in(app, db_session, client)
+    response = await client.patch(
+        "/api/v1/users/me", headers=auth, json={"metadata": {"note": "a\u0000b"}}
     )
-    assert response.status_code in (400, 422)
-    assert response.headers["content-type"] == "application/problem+json"
+    assert response.status_code == 422
+    assert response.json()["type"] == "urn:keel:problem:unprocessable-value"
+    assert (await client.get("/api/v1/users/me", headers=auth)).json()["metadata"] == {}
