@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, FastAPI
 from redis.asyncio import Redis
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
 
 from keel.auth.deps import enforce_api_rate_limit
 from keel.auth.router import router as auth_router
@@ -25,6 +24,7 @@ from keel.core.logging import configure_logging
 from keel.core.mail import Mailer
 from keel.core.middleware import (
     BodySizeLimitMiddleware,
+    GZipWhenAcceptedMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
@@ -66,7 +66,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
             )
         )
     stack.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
-    stack.append(Middleware(GZipMiddleware, minimum_size=1000))
+    stack.append(Middleware(GZipWhenAcceptedMiddleware, minimum_size=1000))
     return stack
 
 

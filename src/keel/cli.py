@@ -173,6 +173,7 @@ def migrate_revision(
 
 
 def _embedded(settings: Settings) -> EmbeddedPostgres:
+    configure_logging(settings, stream=sys.stderr)  # stdout is for the command's output
     if settings.database_url is not None:
         _fail("DATABASE_URL is set: Keel is using an external server, not the embedded one")
     return EmbeddedPostgres(settings.data_dir)
@@ -253,6 +254,49 @@ def users_create_superuser(
         except KeelError as exc:
             _fail(str(exc))
     typer.echo(f"created superuser {username} ({user_id})")
+
+
+@app.command("seed")
+def seed_command(
+    users: Annotated[int, typer.Option(min=0, help="Users to add.")] = 0,
+    posts: Annotated[
+        int, typer.Option(min=0, help="Posts to add, by the new users (else existing ones).")
+    ] = 0,
+    reset: Annotated[bool, typer.Option(help="First delete the seeded users and posts.")] = False,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed, to repeat a run [default: random].")
+    ] = None,
+    published_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of posts that are published.")
+    ] = 0.8,
+) -> None:
+    """Fill the database with fake users and posts; seeded users' password: seeded-password."""
+    from keel import seed as seeding  # Faker and rich load only for this command
+
+    settings = _settings()
+    configure_logging(settings)
+    if not (users or posts or reset):
+        _fail("nothing to do: pass --users, --posts and/or --reset")
+    with database_url(settings) as url:
+        if settings.auto_migrate:
+            runner.upgrade(url)
+        try:
+            with seeding.rich_progress() as progress:
+                report = asyncio.run(
+                    seeding.seed(
+                        url,
+                        passwords=PasswordHasher.from_settings(settings),
+                        users=users,
+                        posts=posts,
+                        reset=reset,
+                        seed=seed,
+                        published_ratio=published_ratio,
+                        progress=progress,
+                    )
+                )
+        except seeding.SeedError as exc:
+            _fail(str(exc))
+    typer.echo(report.summary())
 
 
 def main() -> None:

@@ -136,8 +136,7 @@ def _allowed_methods(request: Request) -> list[str]:
         method
         for method in ROUTABLE_METHODS
         if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL
-            for route in routes
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
         )
     ]
 

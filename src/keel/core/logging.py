@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -21,38 +22,57 @@ def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(settings: Settings) -> None:
+def _orjson_dumps(event: EventDict, **_: Any) -> bytes:
+    return orjson.dumps(event, default=str)
+
+
+def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
     """Configure structlog and route stdlib logging (uvicorn, alembic) through it.
 
-    Runs once per process: loggers cache their configuration on first use, so a
-    second `structlog.configure` would leave them split between two setups.
+    Logs go to stdout unless `stream` says otherwise (the `keel db` commands use stderr
+    so their output stays clean). Runs once per process: loggers cache their
+    configuration on first use, so a second `structlog.configure` would split them.
     """
     if structlog.is_configured():
         return
-    as_json = settings.log_json if settings.log_json is not None else not sys.stdout.isatty()
+    stream = stream or sys.stdout
+    as_json = settings.log_json if settings.log_json is not None else not stream.isatty()
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
         add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Processor = (
-        structlog.processors.JSONRenderer()
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    )
-    structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
-        cache_logger_on_first_use=True,
-    )
-    handler = logging.StreamHandler(sys.stdout)
+    stdlib_renderer: Processor
+    if as_json:
+        # orjson straight to the byte stream: the access log runs on every request.
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.BytesLoggerFactory(stream.buffer),
+            cache_logger_on_first_use=True,
+        )
+        stdlib_renderer = structlog.processors.JSONRenderer()
+    else:
+        stdlib_renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.configure(
+            processors=[*shared, structlog.processors.format_exc_info, stdlib_renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=structlog.PrintLoggerFactory(stream),
+            cache_logger_on_first_use=True,
+        )
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                stdlib_renderer,
+            ],
         )
     )
     root = logging.getLogger()

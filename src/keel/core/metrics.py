@@ -7,6 +7,7 @@ imported; `keel serve --workers N` does that.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,11 +44,20 @@ _pool_gauges = {
 }
 
 
+# Label children cached per (method, route, status): `.labels()` costs µs per call.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     """Record one served request under its route template (never the raw path)."""
-    labels = (method, route, str(status))
-    http_requests.labels(*labels).inc()
-    http_latency.labels(*labels).observe(seconds)
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        labels = (method, route, str(status))
+        children = (http_requests.labels(*labels), http_latency.labels(*labels))
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def record_pool_status(status: PoolStatus) -> None:
