@@ -264,13 +264,17 @@ def seed_command(
     ] = 0,
     reset: Annotated[bool, typer.Option(help="First delete the seeded users and posts.")] = False,
     seed: Annotated[
-        int | None, typer.Option(help="Random seed, to repeat a run [default: random].")
+        int | None, typer.Option(help="Random seed, to repeat a run's names and text.")
     ] = None,
     published_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of posts that are published.")
     ] = 0.8,
 ) -> None:
-    """Fill the database with fake users and posts; seeded users' password: seeded-password."""
+    """Fill the database with realistic fake users and posts, fast (for demos and benchmarks).
+
+    Every seeded user signs in with the password `seeded-password`. --reset deletes only
+    what seeding made, along with anything the seeded users own.
+    """
     from keel import seed as seeding  # Faker and rich load only for this command
 
     settings = _settings()

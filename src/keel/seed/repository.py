@@ -97,20 +97,6 @@ async def copy_posts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) 
     )
 
 
-async def tune_for_bulk_load(conn: asyncpg.Connection) -> None:
-    """Within the transaction: a longer GIN pending list, merged in fewer, larger steps."""
-    await conn.execute("SET LOCAL gin_pending_list_limit = '64MB'")
-    await conn.execute("SET LOCAL work_mem = '64MB'")
-
-
-async def flush_gin_pending(conn: asyncpg.Connection) -> None:
-    await conn.execute(
-        "SELECT gin_clean_pending_list(i.indexrelid) FROM pg_index i"
-        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
-        " WHERE a.amname = 'gin' AND i.indrelid IN ('app.users'::regclass, 'app.posts'::regclass)"
-    )
-
-
 async def analyze(conn: asyncpg.Connection) -> None:
     await conn.execute("ANALYZE app.users, app.posts")
 

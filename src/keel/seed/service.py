@@ -27,6 +27,7 @@ class SeedReport:
     seed: int
     users: int
     posts: int
+    reset: bool
     deleted_users: int
     deleted_posts: int
     users_seconds: float
@@ -43,7 +44,7 @@ class SeedReport:
 
     def summary(self) -> str:
         lines = []
-        if self.deleted_users or self.deleted_posts:
+        if self.reset:
             deleted = f"{self.deleted_users:,} users and {self.deleted_posts:,} posts"
             lines.append(f"deleted the seeded {deleted}")
         for table, rows, seconds, rate in (
@@ -52,7 +53,9 @@ class SeedReport:
         ):
             if rows:
                 lines.append(f"{table}: {rows:,} rows in {seconds:.1f} s ({rate:,.0f} rows/s)")
-        lines.append(f"total {self.total_seconds:.1f} s (--seed {self.seed})")
+        lines.append(f"total {self.total_seconds:.1f} s")
+        if self.users or self.posts:
+            lines[-1] += f" (repeat with --seed {self.seed})"
         if self.users:
             lines.append(f"seeded users sign in with the password {SEEDED_PASSWORD!r}")
         return "\n".join(lines)
@@ -67,7 +70,7 @@ async def seed(
     reset: bool = False,
     seed: int | None = None,
     published_ratio: float = 0.8,
-    progress: ProgressCallback = no_progress,
+    progress: ProgressCallback | None = None,
 ) -> SeedReport:
     """Add `users` users and `posts` posts; with `reset`, first delete seeded rows.
 
@@ -81,6 +84,7 @@ async def seed(
     if not 0.0 <= published_ratio <= 1.0:
         raise ValueError("published_ratio must be between 0 and 1")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
+    progress = progress or no_progress
     started = time.perf_counter()
     conn = await repository.connect(url)
     try:
@@ -88,7 +92,6 @@ async def seed(
             raise SeedError("the database has no Keel tables; run `keel migrate upgrade` first")
         fake = FakeRows(seed)
         async with conn.transaction():
-            await repository.tune_for_bulk_load(conn)
             deleted_users, deleted_posts = await repository.delete_seeded(conn) if reset else (0, 0)
             users_started = time.perf_counter()
             authors, since_us = await _seed_users(conn, fake, users, passwords, progress)
@@ -100,7 +103,6 @@ async def seed(
                 if not authors:
                     raise SeedError("there are no users to write the posts; add some with --users")
                 await _seed_posts(conn, fake, posts, authors, since_us, published_ratio, progress)
-            await repository.flush_gin_pending(conn)
             posts_seconds = time.perf_counter() - posts_started
         await repository.analyze(conn)  # fresh statistics for the planner
     finally:
@@ -109,6 +111,7 @@ async def seed(
         seed=seed,
         users=users,
         posts=posts,
+        reset=reset,
         deleted_users=deleted_users,
         deleted_posts=deleted_posts,
         users_seconds=users_seconds,
@@ -139,7 +142,11 @@ async def _seed_users(
         while taken := await repository.taken_rows(conn, rows):
             for i in taken:  # someone has this email or username already: make another
                 rows[i] = fake.user(batch[i], next(serials), password_hash)
-        await repository.copy_users(conn, rows)
+        try:
+            await repository.copy_users(conn, rows)
+        except asyncpg.UniqueViolationError as exc:
+            # Only a concurrent writer (another `keel seed`?) can take a name after the check.
+            raise SeedError("a user saved meanwhile took a new user's name; run again") from exc
         ids.extend(row[0] for row in rows)
         progress("users", start + len(rows), count)
     return ids, created
