@@ -100,7 +100,8 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
     migrate: Annotated[
-        bool | None, typer.Option(help="Apply migrations first (default: the KEEL_AUTO_MIGRATE setting).")
+        bool | None,
+        typer.Option(help="Apply migrations first (default: the KEEL_AUTO_MIGRATE setting)."),
     ] = None,
 ) -> None:
     """Serve the API (embedded PostgreSQL unless DATABASE_URL is set)."""
