@@ -92,7 +92,7 @@ async def list_posts(
 
 
 @router.get(
-    "/{post_id}",
+    "/{post_id:uuid}",
     response_model=PostPublic,
     responses={**AUTH, **MISSING},
     summary="Read a post",
@@ -102,7 +102,7 @@ async def read_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> An
 
 
 @router.patch(
-    "/{post_id}",
+    "/{post_id:uuid}",
     response_model=PostPublic,
     responses={**AUTH, **MISSING, **NOT_YOURS},
     summary="Change a post (author or admin)",
@@ -114,7 +114,7 @@ async def update_post(
 
 
 @router.delete(
-    "/{post_id}",
+    "/{post_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**AUTH, **MISSING, **NOT_YOURS},
     summary="Delete a post (author or admin)",

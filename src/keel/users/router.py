@@ -102,7 +102,7 @@ async def change_password(
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:uuid}",
     response_model=UserPublic,
     responses={**AUTH_ERRORS, **NOT_FOUND},
     summary="A user's public profile",
@@ -112,7 +112,7 @@ async def read_user(user_id: UUID, session: SessionDep, _: CurrentUser) -> Any:
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:uuid}",
     response_model=UserPrivate,
     responses={
         **AUTH_ERRORS,
@@ -129,7 +129,7 @@ async def update_user(
 
 
 @router.delete(
-    "/{user_id}",
+    "/{user_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**ADMIN_ERRORS, **NOT_FOUND},
     summary="Delete a user (admins)",
