@@ -76,12 +76,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                elapsed = f"{time.perf_counter() - start:.4f}".encode()
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (REQUEST_ID_HEADER, request_id.encode()),
-                    (b"x-process-time", elapsed),
-                ]
+                headers = message["headers"] = list(message.get("headers", ()))
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                headers.append((b"x-process-time", b"%.4f" % (time.perf_counter() - start)))
             await send(message)
 
         try:
@@ -125,20 +122,28 @@ class SecurityHeadersMiddleware:
     # The API serves JSON only; the docs pages need their own scripts and styles.
     API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
+    HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+
     def __init__(self, app: ASGIApp, *, force_hsts: bool = False) -> None:
         self.app = app
         self.force_hsts = force_hsts
-        self.hsts = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+        # Every combination built once: choosing one per request is a lookup, not a build.
+        self.sets = {
+            (api, hsts): (
+                *self.STATIC,
+                *([self.API_CSP] if api else []),
+                *([self.HSTS] if hsts else []),
+            )
+            for api in (True, False)
+            for hsts in (True, False)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(self.STATIC)
-        if scope["path"] not in DOCS_PATHS:
-            extra.append(self.API_CSP)
-        if self.force_hsts or scope.get("scheme") == "https":
-            extra.append(self.hsts)
+        hsts = self.force_hsts or scope.get("scheme") == "https"
+        extra = self.sets[scope["path"] not in DOCS_PATHS, hsts]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
