@@ -266,10 +266,17 @@ def run_wrk(
     return parse_wrk(proc.stdout), proc.stdout
 
 
-def warm_up(server: Server, path: str, seconds: int, connections: int) -> None:
+def warm_up(
+    server: Server,
+    path: str,
+    seconds: int,
+    connections: int,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Load the server briefly so imports, caches and pools are warm before measuring."""
     if seconds > 0:
-        run_wrk(server.url(path), duration=seconds, connections=connections, threads=1)
+        url = server.url(path)
+        run_wrk(url, duration=seconds, connections=connections, threads=1, headers=headers)
 
 
 # --- noise ------------------------------------------------------------------------------
@@ -381,6 +388,13 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations of all variants")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of load before measuring")
     parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra request header, repeatable (e.g. 'Accept-Encoding: gzip', as browsers send)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=120.0,
@@ -393,9 +407,22 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_reply(server: Server, variant: Variant, path: str) -> None:
+def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
+    """['Name: value', ...] from the command line -> {'Name': 'value'}."""
+    headers = {}
+    for pair in pairs:
+        name, sep, value = pair.partition(":")
+        if not sep or not name.strip():
+            raise SystemExit(f"--header wants 'Name: value', got {pair!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def check_reply(
+    server: Server, variant: Variant, path: str, request_headers: Mapping[str, str]
+) -> None:
     """Fail loudly unless path answers 200 and X-Request-ID presence matches the variant."""
-    status, headers, body = http_get(server.port, path)
+    status, headers, body = http_get(server.port, path, request_headers)
     if status != 200:
         raise BenchError(f"{variant.key}: GET {path} answered {status}: {body[:200]!r}")
     if ("x-request-id" in headers) != variant.has_request_id:
@@ -407,15 +434,17 @@ def measure(
     variant: Variant, path: str, env: Mapping[str, str], log_path: Path, args: argparse.Namespace
 ) -> WrkResult:
     """Start the variant, check it, warm it up, run wrk once, stop it."""
+    headers = parse_headers(args.header)
     with uvicorn_server(variant.key, variant.app, env=env, log_path=log_path) as server:
-        check_reply(server, variant, path)
-        warm_up(server, path, args.warmup, args.connections)
+        check_reply(server, variant, path, headers)
+        warm_up(server, path, args.warmup, args.connections, headers)
         with cpu_meter(server.proc.pid) as other_cpu:
             result, raw = run_wrk(
                 server.url(path),
                 duration=args.duration,
                 connections=args.connections,
                 threads=args.threads,
+                headers=headers,
             )
         result = replace(result, other_cpu_pct=other_cpu())
     if result.non_2xx:
@@ -490,7 +519,7 @@ def source_tree(ref: str | None) -> Iterator[Path | None]:
 
 
 def git_commit(ref: str | None = None) -> str:
-    """The commit served: ref's, or HEAD's plus "-dirty" if tracked files changed."""
+    """The commit served: ref's, or HEAD's plus "-dirty" if src/ or bench/apps.py differ."""
     proc = subprocess.run(
         ["git", "rev-parse", f"{ref or 'HEAD'}^{{commit}}"],
         cwd=REPO_ROOT,
@@ -502,7 +531,7 @@ def git_commit(ref: str | None = None) -> str:
     if ref is not None:
         return commit
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--", "src", "bench/apps.py"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -523,6 +552,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def results_name(base: str, headers: Sequence[str]) -> str:
+    """base, or base plus a slug of the extra request headers so runs don't overwrite it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(headers).lower()).strip("-")
+    return f"{base}__{slug}" if slug else base
 
 
 def write_results(name: str, data: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:

@@ -59,13 +59,15 @@ def render(data: dict[str, Any]) -> str:
             "",
             f"**full ÷ bare = {data['ratio']:.3f}** (target ≥ {data['target']}): {verdict}",
             "",
-            f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
+            f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s"
+            + "".join(f" -H '{header}'" for header in s["header"])
+            + f", {s['rounds']} "
             f"alternating rounds, {s['warmup']}s warm-up, medians over rounds; "
             f"server on CPU {h.SERVER_CPU}, wrk on CPU {h.CLIENT_CPU}.",
             "",
             h.noise_warning(medians),
         ]
-    )
+    ).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "noisy": bool(h.noise_warning(medians)),
     }
     markdown = render(data)
-    h.write_results(NAME, data, markdown)
+    h.write_results(h.results_name(NAME, args.header), data, markdown)
     print(markdown)
     return 0
 

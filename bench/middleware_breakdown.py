@@ -71,12 +71,14 @@ def render(data: dict[str, Any], variants: tuple[h.Variant, ...]) -> str:
             "",
             h.markdown_table(header, rows),
             "",
-            f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
+            f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s"
+            + "".join(f" -H '{header}'" for header in s["header"])
+            + f", {s['rounds']} "
             f"alternating rounds, {s['warmup']}s warm-up, medians over rounds.",
             "",
             h.noise_warning(medians),
         ]
-    )
+    ).rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians": h.summarise(runs),
     }
     markdown = render(data, variants)
-    h.write_results(NAME, data, markdown)
+    h.write_results(h.results_name(NAME, args.header), data, markdown)
     print(markdown)
     return 0
 
