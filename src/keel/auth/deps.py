@@ -23,27 +23,27 @@ LOGIN_PATH = "/api/v1/auth/login"
 bearer_scheme = OAuth2PasswordBearer(tokenUrl=LOGIN_PATH, auto_error=False)
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_tokens(request: Request) -> TokenService:
+async def get_tokens(request: Request) -> TokenService:
     tokens: TokenService = request.app.state.tokens
     return tokens
 
 
-def get_passwords(request: Request) -> PasswordHasher:
+async def get_passwords(request: Request) -> PasswordHasher:
     passwords: PasswordHasher = request.app.state.passwords
     return passwords
 
 
-def get_mailer(request: Request) -> Mailer:
+async def get_mailer(request: Request) -> Mailer:
     mailer: Mailer = request.app.state.mailer
     return mailer
 
 
-def get_ratelimiter(request: Request) -> RateLimiter:
+async def get_ratelimiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.ratelimiter
     return limiter
 
@@ -64,10 +64,32 @@ class Principal:
     claims: TokenClaims
 
 
-async def get_principal(session: SessionDep, tokens: TokensDep, token: BearerToken) -> Principal:
+@dataclass(frozen=True, slots=True)
+class BearerCheck:
+    """The presented access token, verified once per request (FastAPI caches this)."""
+
+    claims: TokenClaims | None = None
+    error: InvalidToken | None = None
+
+
+async def check_bearer(tokens: TokensDep, token: BearerToken) -> BearerCheck:
     if not token:
+        return BearerCheck()
+    try:
+        return BearerCheck(claims=tokens.verify(token, expected="access"))
+    except InvalidToken as error:
+        return BearerCheck(error=error)
+
+
+BearerCheckDep = Annotated[BearerCheck, Depends(check_bearer)]
+
+
+async def get_principal(session: SessionDep, bearer: BearerCheckDep) -> Principal:
+    if bearer.error is not None:
+        raise bearer.error
+    claims = bearer.claims
+    if claims is None:
         raise Unauthorized("Sign in: send an access token as `Authorization: Bearer <token>`.")
-    claims = tokens.verify(token, expected="access")
     user = await repository.user_for_session(session, UUID(claims.subject), UUID(claims.family))
     if user is None:
         raise InvalidToken("The session has ended or the account is disabled; sign in again.")
@@ -100,13 +122,13 @@ async def enforce_api_rate_limit(
     response: Response,
     settings: SettingsDep,
     limiter: RateLimiterDep,
-    tokens: TokensDep,
-    token: BearerToken,
+    bearer: BearerCheckDep,
 ) -> None:
     """The API-wide limit: per user when a valid token is presented, per IP otherwise."""
-    subject = tokens.subject_or_none(token) if token else None
-    if subject is not None:
-        result = await limiter.hit(settings.rate_limit_user, "api-user", subject)
+    if not limiter.enabled:
+        return
+    if bearer.claims is not None:
+        result = await limiter.hit(settings.rate_limit_user, "api-user", bearer.claims.subject)
     else:
         result = await limiter.hit(settings.rate_limit_anonymous, "api-ip", client_ip(request))
     if not result.allowed:

@@ -35,7 +35,7 @@ from keel.users import service as users
 from keel.users.schemas import UserCreate, UserPrivate
 
 
-def no_store(response: Response) -> None:
+async def no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
 

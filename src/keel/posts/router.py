@@ -28,7 +28,7 @@ MISSING: Responses = {404: {"description": "No such post, or a draft that isn't 
 NOT_YOURS: Responses = {403: {"description": "Published, but not yours to change"}}
 
 
-def get_cursors(request: Request) -> CursorCodec:
+async def get_cursors(request: Request) -> CursorCodec:
     cursors: CursorCodec = request.app.state.post_cursors
     return cursors
 
