@@ -1,7 +1,7 @@
 """Pure ASGI middleware: request context, security headers, trusted hosts, body cap.
 
-Each class wraps `send`/`receive` directly instead of using BaseHTTPMiddleware,
-which costs 30-70% throughput and breaks contextvars.
+Each class wraps `send`/`receive` directly instead of subclassing Starlette's base
+HTTP middleware, which costs 30-70% throughput and breaks contextvars.
 """
 
 from __future__ import annotations
