@@ -552,7 +552,7 @@ def render(data: dict[str, Any]) -> str:
                 f"{data['http']['main_sql_ms'].get(key, 0):.3f}",
             ]
         )
-    noisy = h.noise_warning(med)
+    noisy = "\n\n".join(w for w in (h.noise_warning(med), search_noise(srch)) if w)
     d, v = data["data"], data["viewer"]
     plans = data["plans"]
     lines = [
@@ -655,6 +655,22 @@ def render(data: dict[str, Any]) -> str:
     if seen:
         lines.append(f"Other benchmarks were still running at some point: {seen}")
     return "\n".join(lines).rstrip()
+
+
+def search_noise(search: Mapping[str, Any]) -> str:
+    """A warning if other processes took noticeable CPU during any pgbench run, else ""."""
+    worst = max(
+        (r["cpu"] or {}).get("other_pct", 0.0)
+        for variant in ("ranked", "full")
+        for runs in search[variant]["rounds"].values()
+        for r in runs
+    )
+    if worst < h.NOISY_OTHER_CPU_PCT:
+        return ""
+    return (
+        f"**Warning: other processes used up to {worst:.0f}% of a core during a pgbench run "
+        "(per-round figures in the JSON, `search.*.rounds`): the search figures may be skewed.**"
+    )
 
 
 def plan_summary(plan: str) -> str:
@@ -821,7 +837,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "figures": figures,
         "targets": TARGETS,
         "pass": passes,
-        "noisy": bool(h.noise_warning(medians)),
+        "noisy": bool(h.noise_warning(medians)) or bool(search_noise(search)),
         "search": search,
         "http": {
             "labels": labels,
