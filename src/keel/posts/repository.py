@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import defer, joinedload
 from sqlmodel import col
 
 from keel.posts.models import Post
@@ -30,8 +31,16 @@ def visible_to(viewer: User) -> ColumnElement[bool]:
     return or_(col(Post.is_published).is_(True), col(Post.author_id) == viewer.id)
 
 
+# Reads never need the tsvector (often larger than the content) nor the author's
+# private columns: the response carries only the public profile.
+_PUBLIC_AUTHOR: tuple[Any, ...] = (User.id, User.username, User.full_name, User.created_at)
+_POST_SEARCH: Any = Post.search
+_POST_AUTHOR: Any = Post.author
+READ_OPTIONS = (defer(_POST_SEARCH), joinedload(_POST_AUTHOR).load_only(*_PUBLIC_AUTHOR))
+
+
 def _with_author(statement: Select[Post]) -> Select[Post]:
-    return statement.options(joinedload(Post.author))  # type: ignore[arg-type]
+    return statement.options(*READ_OPTIONS)
 
 
 async def get_visible(session: AsyncSession, post_id: UUID, viewer: User) -> Post | None:

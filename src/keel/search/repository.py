@@ -8,11 +8,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
 from sqlmodel import col
 
 from keel.posts.models import Post
-from keel.posts.repository import visible_to
+from keel.posts.repository import READ_OPTIONS, visible_to
 from keel.users.models import User
 
 MARKS = "StartSel=<mark>, StopSel=</mark>"
@@ -63,7 +62,7 @@ async def search_posts(
             ),
         )
         .join(ranked, ranked.c.id == col(Post.id))
-        .options(joinedload(Post.author))  # type: ignore[arg-type]
+        .options(*READ_OPTIONS)
         .order_by(ranked.c.rank.desc(), ranked.c.created_at.desc(), ranked.c.id.desc())
     )
     rows = (await session.execute(statement)).unique().all()
