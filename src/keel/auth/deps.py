@@ -16,6 +16,7 @@ from keel.core.errors import Forbidden, Unauthorized
 from keel.core.mail import Mailer
 from keel.core.passwords import PasswordHasher
 from keel.core.ratelimit import RateLimiter, rate_limit_headers, too_many_requests
+from keel.core.routing import Responses
 from keel.core.security import InvalidToken, TokenClaims, TokenService
 from keel.users.models import User
 
@@ -110,6 +111,11 @@ async def get_admin_user(principal: PrincipalDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+# What any signed-in endpoint can answer besides its own results (OpenAPI `responses=`).
+SIGNED_IN_ERRORS: Responses = {
+    401: {"description": "Not signed in, or the token is invalid or revoked"},
+    429: {"description": "Rate limit exceeded; see Retry-After"},
+}
 AdminUser = Annotated[User, Depends(get_admin_user)]
 
 

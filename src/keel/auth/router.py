@@ -28,6 +28,7 @@ from keel.auth.schemas import (
 )
 from keel.core.db import SessionDep
 from keel.core.errors import Forbidden
+from keel.core.mail import Mail, Mailer
 from keel.core.passwords import MAX_PASSWORD_LENGTH
 from keel.core.ratelimit import too_many_requests
 from keel.core.routing import KeelRouter, Responses
@@ -46,6 +47,13 @@ MAX_LOGIN_LENGTH = 320  # the longest valid email address
 RATE_LIMITED: Responses = {429: {"description": "Too many attempts; see Retry-After"}}
 BAD_TOKEN: Responses = {401: {"description": "Invalid, expired, revoked or replayed token"}}
 ACCEPTED = "If the address belongs to an account, a message is on its way."
+
+
+def _accepted(mail: Mail | None, mailer: Mailer, background: BackgroundTasks) -> Accepted:
+    """The same answer whether or not the account exists; mail goes after the response."""
+    if mail is not None:
+        background.add_task(mailer.send, mail)
+    return Accepted(detail=ACCEPTED)
 
 
 @router.post(
@@ -143,9 +151,7 @@ async def password_reset_request(
     background: BackgroundTasks,
 ) -> Any:
     mail = await service.request_password_reset(session, settings, str(data.email))
-    if mail is not None:
-        background.add_task(mailer.send, mail)
-    return Accepted(detail=ACCEPTED)
+    return _accepted(mail, mailer, background)
 
 
 @router.post(
@@ -175,9 +181,7 @@ async def verify_request(
     background: BackgroundTasks,
 ) -> Any:
     mail = await service.request_verification(session, settings, str(data.email))
-    if mail is not None:
-        background.add_task(mailer.send, mail)
-    return Accepted(detail=ACCEPTED)
+    return _accepted(mail, mailer, background)
 
 
 @router.post(

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import Depends, Query, Request, status
 
-from keel.auth.deps import CurrentUser
+from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser
 from keel.core.db import SessionDep
 from keel.core.errors import BadRequest
 from keel.core.pagination import MAX_CURSOR_LENGTH, CursorCodec
@@ -20,10 +20,7 @@ router = KeelRouter(prefix="/posts", tags=["posts"])
 
 MAX_LIMIT = 100
 MAX_OFFSET = 100_000
-AUTH: Responses = {
-    401: {"description": "Not signed in"},
-    429: {"description": "Rate limit exceeded"},
-}
+AUTH = SIGNED_IN_ERRORS
 MISSING: Responses = {404: {"description": "No such post, or a draft that isn't yours"}}
 NOT_YOURS: Responses = {403: {"description": "Published, but not yours to change"}}
 

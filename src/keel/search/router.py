@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from keel.auth.deps import CurrentUser, SettingsDep
+from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser, SettingsDep
 from keel.core.db import SessionDep
-from keel.core.routing import KeelRouter, Responses
+from keel.core.routing import KeelRouter
 from keel.posts.schemas import PostPublic, PostSearchHit, PostSearchPage
 from keel.search import repository
 
@@ -17,10 +17,7 @@ router = KeelRouter(prefix="/search", tags=["search"])
 MAX_QUERY = 1000
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
-AUTH: Responses = {
-    401: {"description": "Not signed in"},
-    429: {"description": "Rate limit exceeded"},
-}
+AUTH = SIGNED_IN_ERRORS
 
 
 @router.get(

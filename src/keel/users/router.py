@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import Query, status
 
-from keel.auth.deps import AdminUser, CurrentUser, PasswordsDep, PrincipalDep
+from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser, CurrentUser, PasswordsDep, PrincipalDep
 from keel.core.db import SessionDep
 from keel.core.routing import KeelRouter, Responses
 from keel.users import repository, service
@@ -24,10 +24,7 @@ router = KeelRouter(prefix="/users", tags=["users"])
 
 MAX_PAGE = 1000
 MAX_SEARCH = 100
-AUTH_ERRORS: Responses = {
-    401: {"description": "Not signed in, or the token is invalid or revoked"},
-    429: {"description": "Rate limit exceeded; see Retry-After"},
-}
+AUTH_ERRORS = SIGNED_IN_ERRORS
 ADMIN_ERRORS: Responses = {
     **AUTH_ERRORS,
     403: {"description": "Administrators only"},
