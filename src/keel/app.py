@@ -15,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from keel.auth.deps import enforce_api_rate_limit
 from keel.auth.router import router as auth_router
+from keel.bulk.router import router as bulk_router
 from keel.config import Settings, get_settings
 from keel.core import metrics
 from keel.core.db import Database, create_database, verify_server
@@ -65,7 +66,15 @@ def build_middleware(settings: Settings) -> list[Middleware]:
                 expose_headers=["X-Request-ID", "X-Process-Time"],
             )
         )
-    stack.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
+    bulk_caps = {
+        f"{API_PREFIX}/admin/import/json": settings.import_json_max_bytes,  # parsed whole
+        f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed
+    }
+    stack.append(
+        Middleware(
+            BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps
+        )
+    )
     stack.append(Middleware(GZipWhenAcceptedMiddleware, minimum_size=1000))
     return stack
 
@@ -77,6 +86,7 @@ def api_router() -> APIRouter:
     router.include_router(users_router)
     router.include_router(posts_router)
     router.include_router(search_router)
+    router.include_router(bulk_router)
     return router
 
 

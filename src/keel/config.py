@@ -98,6 +98,33 @@ class Settings(BaseSettings):
     # before the first `keel migrate`, changing it later needs a new migration.
     search_config: Annotated[str, Field(pattern=r"^[a-z_]{1,63}$")] = "english"
 
+    # --- bulk import (`/admin/import/*`, `keel import`) -------------------------
+    import_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024  # HTTP body cap
+    import_json_max_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024  # parsed whole
+    import_max_rows: Annotated[int, Field(ge=1)] = 1_000_000  # HTTP row cap
+    import_max_line_bytes: Annotated[int, Field(ge=1024)] = 1_048_576  # one CSV/NDJSON record
+    import_batch_rows: Annotated[int, Field(ge=100, le=100_000)] = 5_000  # rows per COPY
+    import_hash_workers: Annotated[int, Field(ge=1, le=64)] | None = None  # None: CPU count
+    import_max_reported_rejections: Annotated[int, Field(ge=1)] = 1_000
+    import_statement_timeout_ms: Annotated[int, Field(ge=0)] = 600_000
+
+    # --- vectors (`/documents`) ------------------------------------------------
+    # Baked into app.documents by the migration, like search_config: set them before the
+    # first `keel migrate`; changing them later needs a new migration.
+    embedding_dimension: Annotated[int, Field(ge=1, le=4000)] = 384  # all-MiniLM-L6-v2
+    vector_metric: Literal["cosine", "l2", "inner_product", "l1"] = "cosine"  # the HNSW opclass
+    # Which HNSW index to build: on the full-precision `embedding`, on its half-precision
+    # copy `embedding_half` (half the size; hits are re-ranked at full precision), or both.
+    vector_index: Literal["vector", "halfvec", "both"] = "halfvec"
+    hnsw_m: Annotated[int, Field(ge=2, le=100)] = 16
+    hnsw_ef_construction: Annotated[int, Field(ge=4, le=1000)] = 64  # at least 2 * hnsw_m
+    # Per query: the HNSW candidate list, and how far an iterative (filtered) scan may go.
+    hnsw_ef_search_default: Annotated[int, Field(ge=1, le=1000)] = 40
+    hnsw_max_scan_tuples: Annotated[int, Field(ge=1)] = 20_000
+    vector_search_max_limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    documents_bulk_max_rows: Annotated[int, Field(ge=1)] = 10_000
+    documents_bulk_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256

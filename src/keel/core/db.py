@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -145,3 +146,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit finishes before the response is sent, so a failed
 # commit becomes an error response instead of a lost write behind a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `session`, inside its transaction (for COPY)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

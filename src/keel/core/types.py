@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BeforeValidator, StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 
 def _iso_8601_only(value: object) -> object:
@@ -18,6 +18,8 @@ def _iso_8601_only(value: object) -> object:
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+# The same, but a value without a UTC offset is refused rather than guessed.
+AwareIsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
 
 # PostgreSQL text cannot hold NUL; say so in the schema instead of failing at INSERT.
 NO_NUL_PATTERN = r"^[^\x00]*$"

@@ -1,0 +1,203 @@
+"""The SQL of imports: set-based checks on a staging table, then one MERGE ... RETURNING.
+
+Checks select `(line, field, reason)` for each row they reject; the service removes those
+rows from the staging table before the MERGE, so the MERGE never fails on a known conflict.
+A conflict that appears concurrently (another session inserting the same email between the
+check and the MERGE) fails the statement with a unique violation and rolls back everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from keel.bulk.schemas import OnConflict
+from keel.bulk.staging import Finding, Staging, find
+
+
+@dataclass(frozen=True, slots=True)
+class MergeCounts:
+    inserted: int
+    updated: int
+
+
+def _duplicates(table: str, key: str, field: str) -> str:
+    """Rows whose `key` repeats an earlier row of the same file."""
+    return (
+        f"SELECT line, '{field}', 'duplicate inside the file (first on row ' || first || ')' "
+        f"FROM (SELECT line, min(line) OVER (PARTITION BY {key}) AS first FROM {table}) d "
+        "WHERE line > first"
+    )
+
+
+# --- users ------------------------------------------------------------------------------
+
+# An imported account matches a stored one by email (citext) or by username (any case).
+_USER_MATCHES = (
+    "SELECT s.*, e.id AS by_email, n.id AS by_username FROM {table} s"
+    " LEFT JOIN app.users e ON e.email = s.email::citext"
+    " LEFT JOIN app.users n ON lower(n.username) = lower(s.username)"
+)
+
+
+async def check_users(
+    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
+) -> list[Finding]:
+    table = staging.table
+    findings = await find(
+        conn,
+        f"{_duplicates(table, 'lower(email)', 'email')} UNION ALL "
+        f"{_duplicates(table, 'lower(username)', 'username')}",
+    )
+    matches = _USER_MATCHES.format(table=table)
+    findings += await find(
+        conn,
+        "SELECT line, 'username', 'the username belongs to another account than the email' "
+        f"FROM ({matches}) m WHERE by_email <> by_username",
+    )
+    # Two rows of the file that match one stored account (one by email, one by username).
+    findings += await find(
+        conn,
+        "SELECT line, 'email', 'matches the same account as row ' || first FROM ("
+        "SELECT line, min(line) OVER (PARTITION BY coalesce(by_email, by_username)) AS first "
+        f"FROM ({matches}) m WHERE coalesce(by_email, by_username) IS NOT NULL) d "
+        "WHERE line > first",
+    )
+    if on_conflict is OnConflict.ERROR:
+        findings += await find(
+            conn,
+            "SELECT line, CASE WHEN by_email IS NOT NULL THEN 'email' ELSE 'username' END, "
+            "'an account with this ' || CASE WHEN by_email IS NOT NULL THEN 'email' "
+            "ELSE 'username' END || ' already exists' "
+            f"FROM ({matches}) m WHERE by_email IS NOT NULL OR by_username IS NOT NULL",
+        )
+    return findings
+
+
+_USER_FIELDS = (
+    "username",
+    "full_name",
+    "hashed_password",
+    "is_active",
+    "is_verified",
+    "is_superuser",
+    "metadata",
+)
+
+
+async def merge_users(
+    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
+) -> MergeCounts:
+    """Insert new accounts; with `update`, overwrite changed ones and end their sessions."""
+    fields = ", ".join(f"u.{name}" for name in _USER_FIELDS)
+    incoming = ", ".join(f"src.{name}" for name in _USER_FIELDS)
+    when_matched = ""
+    if on_conflict is OnConflict.UPDATE:
+        assignments = ", ".join(f"{name} = src.{name}" for name in ("email", *_USER_FIELDS))
+        when_matched = (
+            f"WHEN MATCHED AND (u.email::text, {fields}) IS DISTINCT FROM (src.email, {incoming}) "
+            f"THEN UPDATE SET {assignments} "
+        )
+    columns = ("id", "email", *_USER_FIELDS)
+    sql = f"""
+        WITH merged AS (
+            MERGE INTO app.users AS u
+            USING (
+                SELECT m.*, coalesce(by_email, by_username) AS match_id,
+                       e.hashed_password IS DISTINCT FROM m.hashed_password
+                       OR (e.is_active AND NOT m.is_active) AS ends_sessions
+                FROM ({_USER_MATCHES.format(table=staging.table)}) m
+                LEFT JOIN app.users e ON e.id = coalesce(by_email, by_username)
+            ) AS src
+            ON u.id = src.match_id
+            {when_matched}
+            WHEN NOT MATCHED THEN
+                INSERT ({", ".join(columns)}, created_at)
+                VALUES ({", ".join(f"src.{c}" for c in columns)}, coalesce(src.created_at, now()))
+            RETURNING merge_action() AS action, u.id AS user_id, src.ends_sessions
+        ),
+        ended AS (
+            UPDATE app.token_families f
+            SET revoked_at = now(), revoked_reason = 'import'
+            FROM merged
+            WHERE merged.action = 'UPDATE' AND merged.ends_sessions
+              AND f.user_id = merged.user_id AND f.revoked_at IS NULL
+        )
+        SELECT action, count(*) FROM merged GROUP BY action
+    """
+    return _counts(await conn.fetch(sql))
+
+
+# --- posts ------------------------------------------------------------------------------
+
+# The author, named by id, username or email.
+_POST_AUTHORS = (
+    "SELECT s.*, coalesce(ai.id, au.id, ae.id) AS author FROM {table} s"
+    " LEFT JOIN app.users ai ON ai.id = s.author_id"
+    " LEFT JOIN app.users au ON lower(au.username) = lower(s.author_username)"
+    " LEFT JOIN app.users ae ON ae.email = s.author_email::citext"
+)
+
+
+async def check_posts(
+    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
+) -> list[Finding]:
+    table = staging.table
+    authors = _POST_AUTHORS.format(table=table)
+    findings = await find(conn, _duplicates(table, "id", "id"))
+    findings += await find(
+        conn,
+        "SELECT line, CASE WHEN author_id IS NOT NULL THEN 'author_id' "
+        "WHEN author_username IS NOT NULL THEN 'author_username' ELSE 'author_email' END, "
+        f"'no such user' FROM ({authors}) a WHERE author IS NULL",
+    )
+    if on_conflict is OnConflict.ERROR:
+        findings += await find(
+            conn,
+            f"SELECT s.line, 'id', 'a post with this id already exists' FROM {table} s "
+            "JOIN app.posts p ON p.id = s.id",
+        )
+    return findings
+
+
+_POST_FIELDS = ("title", "content", "is_published", "author_id")
+
+
+async def merge_posts(
+    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
+) -> MergeCounts:
+    when_matched = ""
+    if on_conflict is OnConflict.UPDATE:
+        stored = ", ".join(f"p.{name}" for name in _POST_FIELDS)
+        incoming = ", ".join(f"src.{name}" for name in _POST_FIELDS)
+        assignments = ", ".join(f"{name} = src.{name}" for name in _POST_FIELDS)
+        when_matched = (
+            f"WHEN MATCHED AND ({stored}) IS DISTINCT FROM ({incoming}) "
+            f"THEN UPDATE SET {assignments} "
+        )
+    sql = f"""
+        WITH merged AS (
+            MERGE INTO app.posts AS p
+            USING (
+                SELECT a.line, a.id, a.title, coalesce(a.content, '') AS content,
+                       coalesce(a.is_published, false) AS is_published,
+                       a.author AS author_id, a.created_at
+                FROM ({_POST_AUTHORS.format(table=staging.table)}) a
+            ) AS src
+            ON p.id = src.id
+            {when_matched}
+            WHEN NOT MATCHED THEN
+                INSERT (id, {", ".join(_POST_FIELDS)}, created_at)
+                VALUES (src.id, {", ".join(f"src.{c}" for c in _POST_FIELDS)},
+                        coalesce(src.created_at, now()))
+            RETURNING merge_action() AS action
+        )
+        SELECT action, count(*) FROM merged GROUP BY action
+    """
+    return _counts(await conn.fetch(sql))
+
+
+def _counts(records: list[asyncpg.Record]) -> MergeCounts:
+    by_action = {record[0]: int(record[1]) for record in records}
+    return MergeCounts(inserted=by_action.get("INSERT", 0), updated=by_action.get("UPDATE", 0))

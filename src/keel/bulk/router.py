@@ -1,0 +1,129 @@
+"""Bulk imports for administrators: `/api/v1/admin/import/{users,posts,json}`.
+
+Files are streamed (JSON array, NDJSON or CSV), COPYed into a staging table and merged
+with one `MERGE ... RETURNING`. `atomic=true` (the default) imports nothing unless every
+row is valid; the report says what happened to each row either way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+
+from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser
+from keel.bulk import service
+from keel.bulk.formats import MEDIA_TYPES, format_for_media_type
+from keel.bulk.schemas import (
+    ImportReport,
+    JsonTableImport,
+    Kind,
+    OnConflict,
+    PostImportRow,
+    UserImportRow,
+)
+from keel.core.db import SessionDep
+from keel.core.routing import KeelRouter, Responses
+
+router = KeelRouter(prefix="/admin/import", tags=["admin"])
+
+IMPORT_ERRORS: Responses = {
+    **SIGNED_IN_ERRORS,
+    403: {"description": "Administrators only"},
+    413: {"description": "The body or the row count is over its cap"},
+    415: {"description": "Not JSON, NDJSON or CSV"},
+    422: {
+        "description": "Malformed file, or an atomic import with rejected rows: nothing was "
+        "imported; the `report` member lists the rejected rows"
+    },
+}
+ConflictQuery = Annotated[
+    OnConflict, Query(description="What to do with a row that matches a stored one.")
+]
+AtomicQuery = Annotated[bool, Query(description="true: import nothing if any row is rejected.")]
+
+
+def _file_body(row_model: type[Any]) -> dict[str, Any]:
+    """The request body in OpenAPI: the same rows as a JSON array, NDJSON or CSV."""
+    row = row_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    text = {"schema": {"type": "string"}}
+    content = {media_type: text for media_type in MEDIA_TYPES}
+    content["application/json"] = {"schema": {"type": "array", "items": row}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+async def _import(
+    request: Request, session: SessionDep, kind: Kind, on_conflict: OnConflict, atomic: bool
+) -> ImportReport:
+    fmt = format_for_media_type(request.headers.get("content-type"))
+    return await service.import_file(
+        session,
+        kind,
+        request.stream(),
+        fmt,
+        service.ImportOptions(on_conflict, atomic),
+        passwords=request.app.state.passwords,
+        limits=service.ImportLimits.from_settings(request.app.state.settings),
+    )
+
+
+@router.post(
+    "/users",
+    response_model=ImportReport,
+    responses=IMPORT_ERRORS,
+    openapi_extra=_file_body(UserImportRow),
+    summary="Import accounts (plain passwords are hashed with argon2id)",
+)
+async def import_users(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    on_conflict: ConflictQuery = OnConflict.ERROR,
+    atomic: AtomicQuery = True,
+) -> ImportReport:
+    return await _import(request, session, Kind.USERS, on_conflict, atomic)
+
+
+@router.post(
+    "/posts",
+    response_model=ImportReport,
+    responses=IMPORT_ERRORS,
+    openapi_extra=_file_body(PostImportRow),
+    summary="Import posts (authors named by id, username or email)",
+)
+async def import_posts(
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    on_conflict: ConflictQuery = OnConflict.ERROR,
+    atomic: AtomicQuery = True,
+) -> ImportReport:
+    return await _import(request, session, Kind.POSTS, on_conflict, atomic)
+
+
+@router.post(
+    "/json",
+    response_model=ImportReport,
+    responses={
+        **IMPORT_ERRORS,
+        422: {
+            "description": "A path the server can't parse, a path that matches nothing, or "
+            "an atomic import with rejected rows (type mismatches name their path)"
+        },
+    },
+    summary="Import posts from any JSON document, shredded server-side by JSON_TABLE",
+)
+async def import_json(
+    spec: JsonTableImport,
+    request: Request,
+    session: SessionDep,
+    admin: AdminUser,
+    on_conflict: ConflictQuery = OnConflict.ERROR,
+    atomic: AtomicQuery = True,
+) -> ImportReport:
+    return await service.import_json_table(
+        session,
+        spec,
+        service.ImportOptions(on_conflict, atomic),
+        limits=service.ImportLimits.from_settings(request.app.state.settings),
+    )

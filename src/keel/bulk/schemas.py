@@ -1,0 +1,174 @@
+"""Import rows, options and reports. Rows reuse the API's own field rules."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from keel.core.passwords import PasswordHasher
+from keel.core.types import AwareIsoDatetime
+from keel.posts.schemas import Content, Title
+from keel.users.schemas import MAX_METADATA_KEYS, FullName, Password, Username
+
+
+class OnConflict(StrEnum):
+    SKIP = "skip"  # keep the stored row, count the imported one as skipped
+    UPDATE = "update"  # overwrite the stored row with the imported one
+    ERROR = "error"  # reject the imported row
+
+
+class Kind(StrEnum):
+    USERS = "users"
+    POSTS = "posts"
+
+
+def _json_text(value: object) -> object:
+    # CSV cells are text: a metadata cell holds a JSON object.
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError("expected a JSON object") from None
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any], BeforeValidator(_json_text), Field(max_length=MAX_METADATA_KEYS)
+]
+AuthorName = Annotated[str, StringConstraints(min_length=1, max_length=320)]
+
+
+class UserImportRow(BaseModel):
+    """One account: a plain `password` (hashed on import) or a `hashed_password`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    username: Username
+    full_name: FullName | None = None
+    password: Password | None = None
+    hashed_password: str | None = Field(
+        default=None, description="argon2id/argon2i (v19) or bcrypt ($2a$/$2b$/$2y$)."
+    )
+    is_active: bool = True
+    is_verified: bool = False
+    is_superuser: bool = False
+    metadata: Metadata = Field(default_factory=dict)
+    created_at: AwareIsoDatetime | None = None
+
+    @field_validator("hashed_password")
+    @classmethod
+    def _supported_hash(cls, value: str | None) -> str | None:
+        if value is not None and not PasswordHasher.is_supported_hash(value):
+            raise ValueError("not a supported argon2 or bcrypt hash")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> UserImportRow:
+        if (self.password is None) == (self.hashed_password is None):
+            raise ValueError("give exactly one of password or hashed_password")
+        return self
+
+
+class PostImportRow(BaseModel):
+    """One post. Its author is named by exactly one of id, username or email."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID | None = Field(default=None, description="Omit to create a new post.")
+    title: Title
+    content: Content = ""
+    is_published: bool = False
+    author_id: UUID | None = None
+    author_username: AuthorName | None = None
+    author_email: AuthorName | None = None
+    created_at: AwareIsoDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_author(self) -> PostImportRow:
+        named = [self.author_id, self.author_username, self.author_email]
+        if sum(value is not None for value in named) != 1:
+            raise ValueError("give exactly one of author_id, author_username or author_email")
+        return self
+
+
+ROW_MODELS: dict[Kind, type[BaseModel]] = {
+    Kind.USERS: UserImportRow,
+    Kind.POSTS: PostImportRow,
+}
+
+
+class Rejection(BaseModel):
+    """A row that was not imported. `line` for CSV and NDJSON, `index` for a JSON array."""
+
+    line: int | None = None
+    index: int | None = None
+    field: str | None = None
+    reason: str
+
+
+class ImportReport(BaseModel):
+    kind: Kind
+    format: Literal["json", "ndjson", "csv", "json_table"]
+    on_conflict: OnConflict
+    atomic: bool
+    rows: int = Field(description="Rows read from the input.")
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = Field(0, description="Matched with on_conflict=update, already identical.")
+    skipped: int = Field(0, description="Matched a stored row with on_conflict=skip.")
+    rejected_count: int = 0
+    rejected: list[Rejection] = Field(
+        default_factory=list, description="The first rejected rows (see rejected_truncated)."
+    )
+    rejected_truncated: bool = False
+    committed: bool = Field(description="False when atomic=true and any row was rejected.")
+
+
+JsonPath = Annotated[str, StringConstraints(min_length=1, max_length=1_000, pattern=r"^[^\x00]*$")]
+PostColumn = Literal[
+    "id",
+    "title",
+    "content",
+    "is_published",
+    "author_id",
+    "author_username",
+    "author_email",
+    "created_at",
+]
+
+
+class JsonTableImport(BaseModel):
+    """Shred `document` with SQL/JSON paths: `rows` selects the items, `columns` maps fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document: dict[str, Any] | list[Any]
+    rows: JsonPath = Field(description="Path to the items, e.g. `$.data.items[*]`.")
+    columns: dict[PostColumn, JsonPath] = Field(
+        description='Post column → path inside each item, e.g. {"title": "$.headline"}.'
+    )
+
+    @model_validator(mode="after")
+    def _required_columns(self) -> JsonTableImport:
+        if "title" not in self.columns:
+            raise ValueError("columns must map title")
+        authors = {"author_id", "author_username", "author_email"} & self.columns.keys()
+        if len(authors) != 1:
+            raise ValueError(
+                "columns must map exactly one of author_id, author_username, author_email"
+            )
+        return self
