@@ -45,7 +45,8 @@ async def test_each_format_imports_every_row(
     assert response.status_code == 200, response.text
     report = response.json()
     assert (report["inserted"], report["updated"], report["rejected_count"]) == (3, 0, 0)
-    assert report["committed"] is True and report["rows"] == 3
+    assert report["committed"] is True
+    assert report["rows"] == 3
     assert await count_users(db_session) == before + 3
     stored = await db_session.scalar(select(User).where(User.username == "imp2"))
     assert stored is not None
@@ -143,7 +144,8 @@ async def test_non_atomic_import_keeps_the_good_rows(
 
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["inserted"] == 2 and report["rows"] == 4
+    assert report["inserted"] == 2
+    assert report["rows"] == 4
     assert [(r["line"], r["reason"]) for r in report["rejected"]] == [
         (3, "invalid JSON"),
         (4, "expected a JSON object"),
@@ -276,7 +278,8 @@ async def test_an_imported_password_change_ends_the_accounts_sessions(
     families = (
         await db_session.scalars(select(TokenFamily).where(TokenFamily.user_id == user.id))
     ).all()
-    assert families and all(f.revoked_reason == "import" for f in families)
+    assert families
+    assert all(f.revoked_reason == "import" for f in families)
     assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 401
     assert PASSWORD != "a brand new one"
     username = user.username
