@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from keel.core.ids import uuid7
 from keel.posts.models import Post
@@ -54,7 +55,7 @@ async def test_posts_name_their_author_by_id_username_or_email(
     assert response.status_code == 200, response.text
     assert response.json()["inserted"] == 3
     assert await count_posts(db_session) == before + 3
-    posts = (await db_session.scalars(select(Post).where(Post.author_id == author.id))).all()
+    posts = (await db_session.scalars(select(Post).where(col(Post.author_id) == author.id))).all()
     assert sorted(p.title for p in posts) == ["By email", "By id", "By name"]
     dated = next(p for p in posts if p.title == "By email")
     assert dated.is_published
@@ -113,7 +114,9 @@ async def test_conflict_modes_on_post_ids(
 
     report = response.json()
     stored = await db_session.scalar(
-        select(Post.title).where(Post.id == post_id).execution_options(populate_existing=True)
+        select(col(Post.title))
+        .where(col(Post.id) == post_id)
+        .execution_options(populate_existing=True)
     )
     assert await count_posts(db_session) == before + 1
     expected = {
@@ -191,7 +194,7 @@ async def test_json_table_shreds_a_nested_document(
     assert response.json()["format"] == "json_table"
     assert response.json()["inserted"] == 2
     assert await count_posts(db_session) == before + 2
-    posts = (await db_session.scalars(select(Post).where(Post.author_id == author.id))).all()
+    posts = (await db_session.scalars(select(Post).where(col(Post.author_id) == author.id))).all()
     assert sorted((p.title, p.content, p.is_published) for p in posts) == [
         ("First", "one", True),
         ("Second", "two", False),
@@ -215,7 +218,9 @@ async def test_json_table_update_by_id(
 
     assert response.json()["updated"] == 1
     title = await db_session.scalar(
-        select(Post.title).where(Post.id == UUID(post_id)).execution_options(populate_existing=True)
+        select(col(Post.title))
+        .where(col(Post.id) == UUID(post_id))
+        .execution_options(populate_existing=True)
     )
     assert title == "v2"
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from keel.auth.models import TokenFamily
 from keel.users.models import User
@@ -48,7 +49,7 @@ async def test_each_format_imports_every_row(
     assert report["committed"] is True
     assert report["rows"] == 3
     assert await count_users(db_session) == before + 3
-    stored = await db_session.scalar(select(User).where(User.username == "imp2"))
+    stored = await db_session.scalar(select(User).where(col(User.username) == "imp2"))
     assert stored is not None
     assert (stored.full_name, stored.is_verified, stored.metadata_) == (
         "Imported Person",
@@ -276,7 +277,7 @@ async def test_an_imported_password_change_ends_the_accounts_sessions(
 
     assert response.json()["updated"] == 1
     families = (
-        await db_session.scalars(select(TokenFamily).where(TokenFamily.user_id == user.id))
+        await db_session.scalars(select(TokenFamily).where(col(TokenFamily.user_id) == user.id))
     ).all()
     assert families
     assert all(f.revoked_reason == "import" for f in families)
