@@ -36,6 +36,7 @@ from keel.core.passwords import PasswordHasher
 from keel.core.ratelimit import RateLimiter
 from keel.core.security import TokenService
 from keel.health.router import router as health_router
+from keel.insight.router import router as insight_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
 from keel.search.router import router as search_router
@@ -71,9 +72,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed
     }
     stack.append(
-        Middleware(
-            BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps
-        )
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps)
     )
     stack.append(Middleware(GZipWhenAcceptedMiddleware, minimum_size=1000))
     return stack
@@ -86,6 +85,7 @@ def api_router() -> APIRouter:
     router.include_router(users_router)
     router.include_router(posts_router)
     router.include_router(search_router)
+    router.include_router(insight_router)
     router.include_router(bulk_router)
     return router
 

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     documents_bulk_max_rows: Annotated[int, Field(ge=1)] = 10_000
     documents_bulk_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
 
+    # --- admin insight (`/admin/stats/daily`, `/admin/explain/*`) ----------------
+    stats_max_days: Annotated[int, Field(ge=1, le=3660)] = 366  # longest daily-stats range
+    # Parallel workers per Gather for the daily stats (SET LOCAL, that transaction only).
+    stats_parallel_workers: Annotated[int, Field(ge=0, le=64)] = 4
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256

@@ -13,7 +13,9 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictBool,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,9 +37,16 @@ class Kind(StrEnum):
     POSTS = "posts"
 
 
-def _json_text(value: object) -> object:
-    # CSV cells are text: a metadata cell holds a JSON object.
-    if isinstance(value, str):
+TEXT_CELLS = {"text_cells": True}  # validation context for CSV, where every cell is text
+
+
+def _from_text(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("text_cells"))
+
+
+def _csv_json(value: object, info: ValidationInfo) -> object:
+    # A CSV metadata cell holds a JSON object; JSON input must send the object itself.
+    if isinstance(value, str) and _from_text(info):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -45,8 +54,19 @@ def _json_text(value: object) -> object:
     return value
 
 
+def _csv_bool(value: object, info: ValidationInfo) -> object:
+    if isinstance(value, str) and _from_text(info):
+        lowered = value.strip().lower()
+        if lowered in {"true", "t", "yes", "1"}:
+            return True
+        if lowered in {"false", "f", "no", "0"}:
+            return False
+    return value
+
+
+Flag = Annotated[StrictBool, BeforeValidator(_csv_bool)]
 Metadata = Annotated[
-    dict[str, Any], BeforeValidator(_json_text), Field(max_length=MAX_METADATA_KEYS)
+    dict[str, Any], BeforeValidator(_csv_json), Field(max_length=MAX_METADATA_KEYS)
 ]
 AuthorName = Annotated[str, StringConstraints(min_length=1, max_length=320)]
 
@@ -63,9 +83,9 @@ class UserImportRow(BaseModel):
     hashed_password: str | None = Field(
         default=None, description="argon2id/argon2i (v19) or bcrypt ($2a$/$2b$/$2y$)."
     )
-    is_active: bool = True
-    is_verified: bool = False
-    is_superuser: bool = False
+    is_active: Flag = True
+    is_verified: Flag = False
+    is_superuser: Flag = False
     metadata: Metadata = Field(default_factory=dict)
     created_at: AwareIsoDatetime | None = None
 
@@ -91,7 +111,7 @@ class PostImportRow(BaseModel):
     id: UUID | None = Field(default=None, description="Omit to create a new post.")
     title: Title
     content: Content = ""
-    is_published: bool = False
+    is_published: Flag = False
     author_id: UUID | None = None
     author_username: AuthorName | None = None
     author_email: AuthorName | None = None

@@ -23,6 +23,7 @@ from keel.bulk import json_table, repository, staging
 from keel.bulk.formats import BadRecord, Columns, Format, Record, read
 from keel.bulk.schemas import (
     ROW_MODELS,
+    TEXT_CELLS,
     ImportReport,
     JsonTableImport,
     Kind,
@@ -96,7 +97,7 @@ async def import_file(
     rows_read = 0
     batch: list[Record] = []
     with ThreadPoolExecutor(max_workers=limits.hash_workers, thread_name_prefix="hash") as pool:
-        loader = _BatchLoader(conn, table, model, passwords, pool)
+        loader = _BatchLoader(conn, table, model, fmt, passwords, pool)
         items = read(chunks, fmt, columns=_columns(model), max_line_bytes=limits.max_line_bytes)
         async for item in items:
             rows_read += 1
@@ -215,16 +216,17 @@ class _BatchLoader:
         conn: asyncpg.Connection,
         table: staging.Staging,
         model: type[BaseModel],
+        fmt: Format,
         passwords: PasswordHasher,
         pool: ThreadPoolExecutor,
     ) -> None:
-        self.conn, self.table, self.model = conn, table, model
+        self.conn, self.table, self.model, self.fmt = conn, table, model, fmt
         self.passwords, self.pool = passwords, pool
 
     async def load(self, batch: list[Record]) -> list[Finding]:
         if not batch:
             return []
-        rows, plain, findings = await asyncio.to_thread(_validate, self.model, batch)
+        rows, plain, findings = await asyncio.to_thread(_validate, self.model, self.fmt, batch)
         if plain:
             loop = asyncio.get_running_loop()
             hashes = await asyncio.gather(
@@ -240,15 +242,19 @@ USER_HASH_INDEX = 5  # position of hashed_password in the users staging row
 
 
 def _validate(
-    model: type[BaseModel], batch: list[Record]
+    model: type[BaseModel], fmt: Format, batch: list[Record]
 ) -> tuple[list[list[Any]], list[tuple[int, str]], list[Finding]]:
     """Staging rows, (row index, plain password) pairs to hash, and rejections."""
     rows: list[list[Any]] = []
     plain: list[tuple[int, str]] = []
     findings: list[Finding] = []
+    context = TEXT_CELLS if fmt is Format.CSV else None
     for record in batch:
+        if problem := _unstorable_text(record.values):
+            findings.append((record.position, None, problem))
+            continue
         try:
-            row = model.model_validate(record.values)
+            row = model.model_validate(record.values, context=context)
         except ValidationError as exc:
             error = exc.errors(include_input=False, include_url=False)[0]
             field = ".".join(str(part) for part in error["loc"]) or None
@@ -261,6 +267,17 @@ def _validate(
         elif isinstance(row, PostImportRow):
             rows.append(_post_row(record.position, row))
     return rows, plain, findings
+
+
+def _unstorable_text(values: dict[str, Any]) -> str | None:
+    """Why PostgreSQL could not store this row (NUL, lone surrogates, huge integers), if so."""
+    try:
+        encoded = orjson.dumps(values)
+    except orjson.JSONEncodeError as exc:  # e.g. "str is not valid UTF-8: surrogates not allowed"
+        return f"a value that can't be stored ({exc})"
+    if b"\\u0000" in encoded:
+        return "text with a NUL character, which PostgreSQL can't store"
+    return None
 
 
 def _user_row(line: int, row: UserImportRow) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -174,7 +175,9 @@ async def _integrity_error(request: Request, exc: IntegrityError) -> JSONRespons
     )
 
 
-def _sqlstate(exc: DBAPIError) -> str:
+def _sqlstate(exc: DBAPIError | asyncpg.PostgresError) -> str:
+    if isinstance(exc, asyncpg.PostgresError):  # raised by raw driver work such as COPY
+        return str(exc.sqlstate or "")
     for source in (exc.orig, getattr(exc.orig, "__cause__", None)):
         code = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
         if code:
@@ -182,7 +185,7 @@ def _sqlstate(exc: DBAPIError) -> str:
     return ""
 
 
-async def _data_error(request: Request, exc: DBAPIError) -> JSONResponse:
+async def _data_error(request: Request, exc: DBAPIError | asyncpg.PostgresError) -> JSONResponse:
     # SQLSTATE class 22 (data exception): a value the database can't hold, such as a NUL
     # character in text or a number out of range. The client's input, not our fault.
     sqlstate = _sqlstate(exc)
@@ -217,4 +220,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(IntegrityError)(_integrity_error)
     app.exception_handler(DBAPIError)(_data_error)
+    app.exception_handler(asyncpg.DataError)(_data_error)
     app.exception_handler(PoolTimeoutError)(_pool_timeout)

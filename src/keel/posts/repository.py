@@ -48,15 +48,14 @@ async def get_visible(session: AsyncSession, post_id: UUID, viewer: User) -> Pos
     return (await session.scalars(statement)).first()
 
 
-async def list_visible(
-    session: AsyncSession,
+def list_visible_statement(
     viewer: User,
     filters: PostFilters,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     offset: int = 0,
-) -> list[Post]:
+) -> Select[Post]:
     """Newest first (id breaks ties). `after` continues a keyset page; `offset` skips rows."""
     statement = select(Post).where(visible_to(viewer))
     if filters.author_id is not None:
@@ -70,7 +69,19 @@ async def list_visible(
     if after is not None:
         statement = statement.where(tuple_(col(Post.created_at), col(Post.id)) < tuple_(*after))
     statement = statement.order_by(col(Post.created_at).desc(), col(Post.id).desc())
-    statement = _with_author(statement.offset(offset).limit(limit))
+    return _with_author(statement.offset(offset).limit(limit))
+
+
+async def list_visible(
+    session: AsyncSession,
+    viewer: User,
+    filters: PostFilters,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    offset: int = 0,
+) -> list[Post]:
+    statement = list_visible_statement(viewer, filters, limit=limit, after=after, offset=offset)
     return list((await session.scalars(statement)).unique().all())
 
 

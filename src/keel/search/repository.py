@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, literal, select
+from sqlalchemy import ColumnElement, Float, Select, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -33,9 +33,9 @@ def _html_escaped(column: Any) -> ColumnElement[str]:
     return func.replace(escaped, ">", "&gt;")
 
 
-async def search_posts(
-    session: AsyncSession, viewer: User, query: str, *, config: str, limit: int, offset: int
-) -> list[PostHit]:
+def search_statement(
+    viewer: User, query: str, *, config: str, limit: int, offset: int
+) -> Select[Post, float, str, str]:
     """Ranked by ts_rank_cd, newest first on ties; headlines only for the returned page."""
     regconfig = cast(literal(config), REGCONFIG)
     tsquery = func.websearch_to_tsquery(regconfig, query)
@@ -52,7 +52,7 @@ async def search_posts(
         .offset(offset)
         .subquery()
     )
-    statement = (
+    return (
         select(
             Post,
             cast(ranked.c.rank, Float),
@@ -65,5 +65,11 @@ async def search_posts(
         .options(*READ_OPTIONS)
         .order_by(ranked.c.rank.desc(), ranked.c.created_at.desc(), ranked.c.id.desc())
     )
+
+
+async def search_posts(
+    session: AsyncSession, viewer: User, query: str, *, config: str, limit: int, offset: int
+) -> list[PostHit]:
+    statement = search_statement(viewer, query, config=config, limit=limit, offset=offset)
     rows = (await session.execute(statement)).unique().all()
     return [PostHit(post, float(r), str(title), str(snippet)) for post, r, title, snippet in rows]

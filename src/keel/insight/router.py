@@ -1,0 +1,70 @@
+"""Admin insight: `/api/v1/admin/stats/daily` and `/api/v1/admin/explain/{query_name}`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Query
+
+from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser, SettingsDep
+from keel.core.db import SessionDep
+from keel.core.routing import KeelRouter, Responses
+from keel.insight import service
+from keel.insight.schemas import DailyStatsReport, ExplainReport, IsoDate, QueryName
+
+router = KeelRouter(prefix="/admin", tags=["admin"])
+
+MAX_QUERY = 1000
+ADMIN_ERRORS: Responses = {**SIGNED_IN_ERRORS, 403: {"description": "Administrators only"}}
+BAD_RANGE: Responses = {
+    422: {
+        "description": "Dates not as YYYY-MM-DD, `end` before `start`, or a range longer "
+        "than STATS_MAX_DAYS"
+    }
+}
+BAD_QUERY: Responses = {422: {"description": "Unknown query name, or an invalid `q`"}}
+
+
+@router.get(
+    "/stats/daily",
+    response_model=DailyStatsReport,
+    responses={**ADMIN_ERRORS, **BAD_RANGE},
+    summary="Signups, posts and active authors per UTC day (admins)",
+)
+async def daily_stats(
+    session: SessionDep,
+    _: AdminUser,
+    settings: SettingsDep,
+    start: Annotated[IsoDate, Query(description="First UTC day, YYYY-MM-DD.")],
+    end: Annotated[IsoDate, Query(description="Last UTC day (included), YYYY-MM-DD.")],
+) -> Any:
+    return await service.daily_stats(
+        session,
+        start,
+        end,
+        max_days=settings.stats_max_days,
+        parallel_workers=settings.stats_parallel_workers,
+    )
+
+
+@router.get(
+    "/explain/{query_name}",
+    response_model=ExplainReport,
+    responses={**ADMIN_ERRORS, **BAD_QUERY},
+    summary="EXPLAIN ANALYZE one of the app's own queries (admins)",
+)
+async def explain_query(
+    query_name: QueryName,
+    session: SessionDep,
+    admin: AdminUser,
+    settings: SettingsDep,
+    q: Annotated[
+        str,
+        Query(
+            max_length=MAX_QUERY,
+            pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+            description="Search terms for `post_search`, as `/search/posts` takes them.",
+        ),
+    ] = "postgres",
+) -> Any:
+    return await service.explain_query(session, query_name, admin, settings, q=q)
