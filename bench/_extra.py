@@ -401,6 +401,7 @@ def server_env(url: str, data_dir: str, src: Path | None, secret: str) -> dict[s
         "LOG_JSON": "true",
         "KEEL_DATA_DIR": data_dir,
         "RATE_LIMIT_ENABLED": "false",
+        "WORKER_ENABLED": "false",  # background embedding would skew the figures
         "ACCESS_TOKEN_MINUTES": "120",
         "SECRET_KEY": secret,
     }

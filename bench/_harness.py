@@ -465,7 +465,9 @@ def run_alternating(
         embedded_postgres() as url,
         tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
     ):
+        # No job worker: embedding seeded posts in the background would skew every figure.
         env = {"DATABASE_URL": url, "ENVIRONMENT": "testing", "LOG_JSON": "true"}
+        env["WORKER_ENABLED"] = "false"
         env["KEEL_DATA_DIR"] = tmp
         if src is not None:
             env["PYTHONPATH"] = str(src)

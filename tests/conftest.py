@@ -51,6 +51,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "auto_migrate": False,
         "redis_url": None,
         "log_json": True,
+        "worker_enabled": False,  # tests run the worker themselves, when they need it
         **overrides,
     }
     return Settings(_env_file=None, **values)

@@ -35,10 +35,13 @@ from keel.core.pagination import CursorCodec
 from keel.core.passwords import PasswordHasher
 from keel.core.ratelimit import RateLimiter
 from keel.core.security import TokenService
+from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
 from keel.insight.router import router as insight_router
+from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
+from keel.search.embeddings import embedder_for, worker_for
 from keel.search.router import router as search_router
 from keel.users.router import router as users_router
 from keel.users.service import ensure_first_superuser
@@ -70,6 +73,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     bulk_caps = {
         f"{API_PREFIX}/admin/import/json": settings.import_json_max_bytes,  # parsed whole
         f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed
+        f"{API_PREFIX}/documents/bulk": settings.documents_bulk_max_bytes,  # streamed
     }
     stack.append(
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps)
@@ -85,8 +89,10 @@ def api_router() -> APIRouter:
     router.include_router(users_router)
     router.include_router(posts_router)
     router.include_router(search_router)
+    router.include_router(documents_router)
     router.include_router(insight_router)
     router.include_router(bulk_router)
+    router.include_router(jobs_router)
     return router
 
 
@@ -97,6 +103,7 @@ async def _start_services(app: FastAPI, settings: Settings, db: Database) -> Non
     app.state.mailer = Mailer(settings)
     app.state.ratelimiter = RateLimiter.from_settings(settings)
     app.state.post_cursors = CursorCodec(settings.resolved_secret_key(), purpose="posts")
+    app.state.embedder = embedder_for(settings)
     async with db.sessionmaker() as session:
         if await ensure_first_superuser(session, settings, app.state.passwords):
             await session.commit()
@@ -113,6 +120,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     db = create_database(settings, url)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     pool_task: asyncio.Task[None] | None = None
+    worker_task: asyncio.Task[None] | None = None
+    worker_stop = asyncio.Event()
     try:
         server_version = await verify_server(db.engine)
         if settings.auto_migrate:
@@ -120,9 +129,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db, app.state.redis = db, redis
         await _start_services(app, settings, db)
         pool_task = asyncio.create_task(_publish_pool_metrics(app))
+        if settings.worker_enabled:
+            worker_task = asyncio.create_task(
+                worker_for(settings, db, app.state.embedder).run(worker_stop)
+            )
         log.info("startup", environment=settings.environment, postgres=server_version)
         yield
     finally:
+        if worker_task is not None:
+            worker_stop.set()  # the job in hand finishes; nothing new is claimed
+            await worker_task
         if pool_task is not None:
             pool_task.cancel()
         if getattr(app.state, "ratelimiter", None) is not None:

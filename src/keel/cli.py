@@ -42,6 +42,8 @@ users_app = typer.Typer(help="Manage user accounts.")
 app.add_typer(users_app, name="users")
 import_app = typer.Typer(help="Import users or posts from a CSV, NDJSON or JSON file.")
 app.add_typer(import_app, name="import")
+embeddings_app = typer.Typer(help="Post embeddings for semantic search.")
+app.add_typer(embeddings_app, name="embeddings")
 log = structlog.get_logger("keel.cli")
 
 
@@ -369,6 +371,58 @@ def import_posts(
     Exits 1 if any row was rejected (with --atomic, the default, nothing was imported then).
     """
     _import(Kind.POSTS, path, on_conflict, atomic)
+
+
+async def _work(settings: Settings, url: str, *, drain: bool) -> int:
+    from keel.search.embeddings import embedder_for, worker_for
+
+    database = create_database(settings, url)
+    worker = worker_for(settings, database, embedder_for(settings))
+    try:
+        if drain:
+            return await worker.drain()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+        return worker.processed
+    finally:
+        await database.dispose()
+
+
+@app.command("worker")
+def worker_command(
+    drain: Annotated[
+        bool, typer.Option(help="Run the jobs due now, then exit (instead of running on).")
+    ] = False,
+) -> None:
+    """Run background jobs (post embeddings) until SIGINT/SIGTERM.
+
+    `keel serve` already runs a worker in each API process unless WORKER_ENABLED=false;
+    run this to do the work elsewhere. Any number of workers may run at once.
+    """
+    settings = _settings()
+    configure_logging(settings)
+    with database_url(settings) as url:
+        done = asyncio.run(_work(settings, url, drain=drain))
+    typer.echo(f"jobs done: {done}")
+
+
+@embeddings_app.command("backfill")
+def embeddings_backfill(
+    batch: Annotated[int, typer.Option(min=1, max=1024, help="Posts per model batch.")] = 64,
+) -> None:
+    """Embed every post that has no embedding yet, with a progress bar."""
+    from keel.search import backfill
+
+    settings = _settings()
+    configure_logging(settings)
+    with database_url(settings) as url:
+        if settings.auto_migrate:
+            runner.upgrade(url)
+        done = backfill.run_with_progress(settings, url, batch=batch)
+    typer.echo(f"embedded {done} posts")
 
 
 def main() -> None:

@@ -125,6 +125,23 @@ class Settings(BaseSettings):
     documents_bulk_max_rows: Annotated[int, Field(ge=1)] = 10_000
     documents_bulk_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
 
+    # --- text embeddings and the job worker -----------------------------------------
+    # "minilm": all-MiniLM-L6-v2 in-process (384 dimensions, CPU, no download); "http": an
+    # OpenAI-compatible /embeddings service (EMBEDDINGS_URL, EMBEDDINGS_MODEL; its vectors
+    # must have EMBEDDING_DIMENSION floats).
+    embedder: Literal["minilm", "http"] = "minilm"
+    embeddings_url: str | None = None
+    embeddings_model: str | None = None
+    embeddings_api_key: SecretStr | None = None
+    embeddings_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    worker_enabled: bool = True  # `keel serve` runs a job worker in each API process
+    worker_poll_seconds: Annotated[float, Field(gt=0)] = 1.0
+    worker_batch: Annotated[int, Field(ge=1, le=100)] = 4  # jobs claimed at once
+    job_lease_seconds: Annotated[int, Field(ge=10)] = 300  # then a running job is re-queued
+    # Hybrid search: reciprocal rank fusion, score = sum(weight / (RRF_K + rank)).
+    hybrid_rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
+    hybrid_candidates: Annotated[int, Field(ge=10, le=1000)] = 100  # per ranking
+
     # --- admin insight (`/admin/stats/daily`, `/admin/explain/*`) ----------------
     stats_max_days: Annotated[int, Field(ge=1, le=3660)] = 366  # longest daily-stats range
     # Parallel workers per Gather for the daily stats (SET LOCAL, that transaction only).

@@ -16,7 +16,19 @@ APP_SCHEMA = "app"
 
 # Every domain's tables, registered on `metadata` for Alembic and the drift test.
 from keel.auth import models as auth_models  # noqa: E402
+from keel.documents import models as document_models  # noqa: E402
+from keel.jobs import models as job_models  # noqa: E402
 from keel.posts import models as post_models  # noqa: E402
+from keel.search import models as search_models  # noqa: E402
 from keel.users import models as user_models  # noqa: E402
 
-__all__ = ["APP_SCHEMA", "auth_models", "metadata", "post_models", "user_models"]
+__all__ = [
+    "APP_SCHEMA",
+    "auth_models",
+    "document_models",
+    "job_models",
+    "metadata",
+    "post_models",
+    "search_models",
+    "user_models",
+]

@@ -88,7 +88,9 @@ def read(
     return _csv(chunks, columns, max_line_bytes)
 
 
-async def _lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[bytes | None]:
+async def physical_lines(
+    chunks: AsyncIterator[bytes], max_line_bytes: int
+) -> AsyncIterator[bytes | None]:
     """Physical lines without their ending; None stands for a line over the cap (dropped)."""
     pending = bytearray()
     oversized = False
@@ -117,7 +119,7 @@ async def _lines(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIter
 async def _ndjson(chunks: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[Item]:
     line_number = 0
     seen_content = False
-    async for line in _lines(chunks, max_line_bytes):
+    async for line in physical_lines(chunks, max_line_bytes):
         line_number += 1
         if line is None:
             seen_content = True
@@ -239,7 +241,7 @@ async def _csv_records(
     record_start = 1
     quotes = 0
     size = 0
-    async for raw in _lines(chunks, max_line_bytes):
+    async for raw in physical_lines(chunks, max_line_bytes):
         line_number += 1
         if raw is None:
             raise MalformedFile(f"Line {line_number} is longer than {max_line_bytes} bytes.")

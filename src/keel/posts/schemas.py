@@ -65,7 +65,12 @@ class PostPage(BaseModel):
 
 
 class PostSearchHit(PostPublic):
-    rank: float
+    rank: float = Field(
+        description="keyword: ts_rank_cd; semantic and hybrid: the reciprocal-rank score."
+    )
+    distance: float | None = Field(
+        default=None, description="Cosine distance to the query, for semantic matches."
+    )
     title_highlight: str = Field(description="HTML-escaped title, matches in <mark>.")
     snippet: str = Field(description="HTML-escaped excerpt, matches in <mark>.")
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Request
 
 from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser, SettingsDep
 from keel.core.db import SessionDep
 from keel.core.routing import KeelRouter
 from keel.posts.schemas import PostPublic, PostSearchHit, PostSearchPage
-from keel.search import repository
+from keel.search import repository, service
 
 router = KeelRouter(prefix="/search", tags=["search"])
 
@@ -18,15 +19,23 @@ MAX_QUERY = 1000
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
 AUTH = SIGNED_IN_ERRORS
+MAX_WEIGHT = 10.0
+
+
+class Mode(StrEnum):
+    KEYWORD = "keyword"  # full text: every word must match (web syntax)
+    SEMANTIC = "semantic"  # nearest post embeddings to the query's embedding
+    HYBRID = "hybrid"  # both rankings fused by reciprocal rank
 
 
 @router.get(
     "/posts",
     response_model=PostSearchPage,
     responses=AUTH,
-    summary="Full-text search over the posts you can see",
+    summary="Keyword, semantic or hybrid search over the posts you can see",
 )
 async def search_posts(
+    request: Request,
     session: SessionDep,
     user: CurrentUser,
     settings: SettingsDep,
@@ -39,21 +48,43 @@ async def search_posts(
     ],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    mode: Annotated[
+        Mode,
+        Query(
+            description="keyword (full text), semantic (meaning, via embeddings) or hybrid "
+            "(both, fused by reciprocal rank). Semantic and hybrid rank the top "
+            "HYBRID_CANDIDATES of each ranking: pages end there."
+        ),
+    ] = Mode.KEYWORD,
+    keyword_weight: Annotated[float, Query(ge=0, le=MAX_WEIGHT)] = 1.0,
+    semantic_weight: Annotated[float, Query(ge=0, le=MAX_WEIGHT)] = 1.0,
 ) -> Any:
     query = q.replace("\x00", "").strip()  # PostgreSQL text can't hold NUL
-    hits = (
-        await repository.search_posts(
+    if not query:
+        hits: list[repository.PostHit] = []
+    elif mode is Mode.KEYWORD:
+        hits = await repository.search_posts(
             session, user, query, config=settings.search_config, limit=limit, offset=offset
         )
-        if query
-        else []
-    )
+    else:
+        weights = (0.0, 1.0) if mode is Mode.SEMANTIC else (keyword_weight, semantic_weight)
+        hits = await service.fused_search(
+            session,
+            request.app.state.embedder,
+            settings,
+            user,
+            query,
+            weights=weights,
+            limit=limit,
+            offset=offset,
+        )
     items = [
         PostSearchHit(
             **PostPublic.model_validate(hit.post).model_dump(),
             rank=hit.rank,
             title_highlight=hit.title_highlight,
             snippet=hit.snippet,
+            distance=hit.distance,
         )
         for hit in hits
     ]

@@ -1,0 +1,261 @@
+"""SQL for documents: ownership, the vector layout in the catalog, binary COPY, k-NN search.
+
+Query vectors travel as text (`'[0.1,0.2,...]'`) cast to the column's type, so ordinary
+queries need no codec; only COPY, which is binary, registers pgvector's (and removes it
+again before the connection goes back to the pool).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+from sqlalchemy import ColumnElement, Select, select, text, true
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
+from sqlmodel import col
+
+from keel.documents.models import (
+    FULL,
+    METRICS,
+    OPERATORS,
+    VECTOR_COLUMNS,
+    Document,
+    Metric,
+    VectorColumn,
+)
+from keel.users.models import User
+
+# The columns a COPY fills; the rest are defaults, and embedding_half is generated.
+COPY_COLUMNS = ("id", "owner_id", "content", "metadata", "embedding")
+_CODEC_TYPES = ("vector", "halfvec", "sparsevec")
+_VECTOR_SCHEMA = (
+    "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
+)
+# pgvector keeps a vector column's dimension as its typmod.
+_DIMENSION = (
+    "SELECT atttypmod FROM pg_attribute"
+    " WHERE attrelid = 'app.documents'::regclass AND attname = 'embedding'"
+)
+# Valid, whole-table, single-column HNSW indexes: the ones a k-NN query can walk.
+_HNSW_INDEXES = """
+SELECT ix.relname AS index_name, att.attname AS column_name, opc.opcname AS opclass
+FROM pg_index AS x
+JOIN pg_class AS ix ON ix.oid = x.indexrelid
+JOIN pg_am AS am ON am.oid = ix.relam AND am.amname = 'hnsw'
+JOIN pg_opclass AS opc ON opc.oid = x.indclass[0]
+JOIN pg_attribute AS att ON att.attrelid = x.indrelid AND att.attnum = x.indkey[0]
+WHERE x.indrelid = 'app.documents'::regclass
+  AND x.indisvalid AND x.indnatts = 1 AND x.indpred IS NULL
+"""
+_PUBLIC_COLUMNS: tuple[Any, ...] = (
+    Document.id,
+    Document.owner_id,
+    Document.content,
+    Document.metadata_,
+    Document.created_at,
+    Document.updated_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorLayout:
+    """What the migration built: the dimension and the HNSW index per (column, metric)."""
+
+    dimension: int
+    indexes: dict[tuple[str, Metric], str]
+
+    def index_for(self, column: VectorColumn, metric: Metric) -> str | None:
+        return self.indexes.get((column.name, metric))
+
+    def indexed_metrics(self) -> list[Metric]:
+        return [metric for metric in METRICS if any(m == metric for _, m in self.indexes)]
+
+
+async def load_layout(session: AsyncSession) -> VectorLayout:
+    dimension = int(await session.scalar(text(_DIMENSION)) or 0)
+    indexes: dict[tuple[str, Metric], str] = {}
+    for row in await session.execute(text(_HNSW_INDEXES)):
+        for column in VECTOR_COLUMNS:
+            for metric in METRICS:
+                if row.column_name == column.name and row.opclass == column.opclass(metric):
+                    indexes.setdefault((column.name, metric), row.index_name)
+    return VectorLayout(dimension=dimension, indexes=indexes)
+
+
+def visible_to(viewer: User) -> ColumnElement[bool]:
+    """Owners see their own documents; admins see everyone's."""
+    if viewer.is_superuser:
+        return true()
+    return col(Document.owner_id) == viewer.id
+
+
+def _public(statement: Select[Document]) -> Select[Document]:
+    # The vectors stay in the database: no response carries them.
+    return statement.options(load_only(*_PUBLIC_COLUMNS))
+
+
+async def get_visible(session: AsyncSession, document_id: UUID, viewer: User) -> Document | None:
+    statement = select(Document).where(col(Document.id) == document_id, visible_to(viewer))
+    return (await session.scalars(_public(statement))).first()
+
+
+async def save(session: AsyncSession, document: Document) -> Document:
+    """Flush `document` and load the timestamps the database set."""
+    session.add(document)
+    await session.flush()
+    await session.refresh(document, attribute_names=["created_at", "updated_at"])
+    return document
+
+
+async def delete(session: AsyncSession, document: Document) -> None:
+    await session.delete(document)
+    await session.flush()
+
+
+async def count(session: AsyncSession) -> int:
+    return int(await session.scalar(text("SELECT count(*) FROM app.documents")) or 0)
+
+
+@contextlib.asynccontextmanager
+async def copy_connection(session: AsyncSession) -> AsyncIterator[asyncpg.Connection]:
+    """The request's own driver connection (same transaction), with pgvector's codec."""
+    # Through the session first: this opens the transaction the COPY then joins.
+    schema = await session.scalar(text(_VECTOR_SCHEMA))
+    raw = await (await session.connection()).get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    await register_vector(driver, schema=schema)
+    try:
+        yield driver
+    finally:
+        # Pooled connections must not keep it: the ORM sends vectors as text.
+        for type_name in _CODEC_TYPES:
+            await driver.reset_type_codec(type_name, schema=schema)
+
+
+async def copy_documents(driver: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> None:
+    """Binary COPY of (id, owner_id, content, metadata JSON text, float32 vector) rows."""
+    # A savepoint: after a failed COPY the transaction can still reset the codecs.
+    async with driver.transaction():
+        await driver.copy_records_to_table(
+            "documents", schema_name="app", columns=list(COPY_COLUMNS), records=records
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    """A k-NN query: `column` picks the candidates, full precision orders them."""
+
+    vector: Sequence[float]
+    metric: Metric
+    column: VectorColumn
+    limit: int
+    owner_id: UUID | None = None
+    metadata_filter: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexScan:
+    """Per-transaction HNSW settings (`SET LOCAL`); `iterative` only when filtering."""
+
+    ef_search: int
+    iterative: str | None
+    max_scan_tuples: int
+
+
+@dataclass(frozen=True, slots=True)
+class NearestRow:
+    id: UUID
+    owner_id: UUID
+    content: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    distance: float
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(component)) for component in vector) + "]"
+
+
+def nearest_sql(query: Nearest, dimension: int) -> str:
+    """The k-NN statement. Every identifier and operator comes from a fixed table.
+
+    The inner query is what the HNSW index serves (ORDER BY distance LIMIT k, filters in
+    WHERE). The outer query sorts again: an iterative scan in relaxed order may return rows
+    slightly out of order, and half-precision candidates are re-ranked at full precision.
+    MATERIALIZED and `+ 0` stop the planner from assuming the CTE's order (PostgreSQL 17+
+    passes it on, and would then skip or shorten the sort).
+    """
+    operator = OPERATORS[query.metric]
+    conditions = []
+    if query.owner_id is not None:
+        conditions.append("owner_id = :owner_id")
+    if query.metadata_filter:
+        conditions.append("metadata @> CAST(:filter AS jsonb)")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    candidate = query.column.sql_type(dimension)
+    # Identifiers and operators come from fixed tables; values are bound parameters.
+    return f"""
+WITH nearest AS MATERIALIZED (
+    SELECT id, owner_id, content, metadata, created_at,
+           {query.column.name} {operator} CAST(CAST(:query AS text) AS {candidate})
+               AS candidate_distance,
+           embedding {operator} CAST(CAST(:query AS text) AS {FULL.sql_type(dimension)})
+               AS distance
+    FROM app.documents
+    {where}
+    ORDER BY candidate_distance
+    LIMIT :limit
+)
+SELECT id, owner_id, content, metadata, created_at, distance
+FROM nearest
+ORDER BY distance + 0, id
+"""  # noqa: S608
+
+
+def nearest_params(query: Nearest) -> dict[str, Any]:
+    params: dict[str, Any] = {"query": vector_literal(query.vector), "limit": query.limit}
+    if query.owner_id is not None:
+        params["owner_id"] = query.owner_id
+    if query.metadata_filter:
+        params["filter"] = json.dumps(query.metadata_filter, allow_nan=False)
+    return params
+
+
+async def apply_scan(session: AsyncSession, scan: IndexScan | None) -> None:
+    """SET LOCAL the scan's settings: they end with the request's transaction.
+
+    `None` is an exact scan: index scans are switched off, so the ORDER BY is computed
+    for every row that passes the filters.
+    """
+    settings = (
+        {"enable_indexscan": "off"}
+        if scan is None
+        else {
+            "hnsw.ef_search": str(scan.ef_search),
+            "hnsw.iterative_scan": scan.iterative or "off",
+            "hnsw.max_scan_tuples": str(scan.max_scan_tuples),
+        }
+    )
+    calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
+    params: dict[str, str] = {}
+    for i, (name, value) in enumerate(settings.items()):
+        params |= {f"name_{i}": name, f"value_{i}": value}
+    await session.execute(text(f"SELECT {calls}"), params)
+
+
+async def nearest(
+    session: AsyncSession, query: Nearest, dimension: int, scan: IndexScan | None
+) -> list[NearestRow]:
+    await apply_scan(session, scan)
+    statement = text(nearest_sql(query, dimension)).columns(metadata=JSONB)
+    rows = await session.execute(statement, nearest_params(query))
+    return [NearestRow(**row._asdict()) for row in rows]

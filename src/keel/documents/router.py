@@ -1,0 +1,154 @@
+"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings.
+
+Owners see only their own documents, admins everyone's; anyone else's id is a 404.
+Search walks an HNSW index (see the README's vector settings) unless asked for `exact`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Request, status
+
+from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser, SettingsDep
+from keel.core.db import SessionDep
+from keel.core.routing import KeelRouter, Responses
+from keel.documents import repository, service
+from keel.documents.repository import VectorLayout
+from keel.documents.schemas import (
+    BulkLoadResult,
+    DocumentCreate,
+    DocumentPublic,
+    DocumentSearch,
+    DocumentSearchResult,
+)
+from keel.embeddings.base import Embedder
+
+router = KeelRouter(prefix="/documents", tags=["documents"])
+
+AUTH = SIGNED_IN_ERRORS
+MISSING: Responses = {404: {"description": "No such document, or not yours"}}
+# What the schema can't say: the dimension is the table's, read from the catalog.
+INVALID: Responses = {
+    422: {
+        "description": "Not valid; see `errors`. Besides the schema: a vector must have "
+        "exactly the table's dimension (EMBEDDING_DIMENSION) and not be zero at half precision."
+    }
+}
+INVALID_SEARCH: Responses = {
+    422: {
+        "description": f"{INVALID[422]['description']} Exactly one of `vector` and `text`; "
+        "`limit` at most VECTOR_SEARCH_MAX_LIMIT."
+    }
+}
+
+
+async def get_layout(request: Request, session: SessionDep) -> VectorLayout:
+    """The table's dimension and HNSW indexes, read from the catalog once per process."""
+    layout: VectorLayout | None = getattr(request.app.state, "vector_layout", None)
+    if layout is None:
+        layout = request.app.state.vector_layout = await repository.load_layout(session)
+    return layout
+
+
+async def get_embedder(request: Request) -> Embedder | None:
+    embedder: Embedder | None = getattr(request.app.state, "embedder", None)
+    return embedder
+
+
+LayoutDep = Annotated[VectorLayout, Depends(get_layout)]
+EmbedderDep = Annotated[Embedder | None, Depends(get_embedder)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DocumentPublic,
+    responses={**AUTH, **INVALID},
+    summary="Store a document and its embedding (the owner is you)",
+)
+async def create_document(
+    data: DocumentCreate, session: SessionDep, user: CurrentUser, layout: LayoutDep
+) -> Any:
+    return await service.create_document(session, user, layout, data)
+
+
+BULK_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "One document per line, each shaped like `DocumentCreate`. All lines are "
+    "stored or none: a bad line is a 422 listing every bad line (1-based) and why. Past "
+    "DOCUMENTS_BULK_MAX_ROWS documents or DOCUMENTS_BULK_MAX_BYTES bytes: 413.",
+    "content": {
+        media_type: {"schema": {"$ref": "#/components/schemas/DocumentCreate"}}
+        for media_type in service.NDJSON_MEDIA_TYPES
+    },
+}
+
+
+@router.post(
+    "/bulk",
+    status_code=status.HTTP_201_CREATED,
+    response_model=BulkLoadResult,
+    responses={**AUTH, **INVALID, 415: {"description": "The body is not NDJSON"}},
+    summary="Store many documents from NDJSON, all or none (binary COPY)",
+    openapi_extra={"requestBody": BULK_BODY},
+)
+async def bulk_load(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    layout: LayoutDep,
+) -> Any:
+    service.check_ndjson(request.headers.get("content-type"))
+    ids = await service.load_ndjson(
+        session,
+        user,
+        layout,
+        request.stream(),
+        max_rows=settings.documents_bulk_max_rows,
+        max_bytes=settings.documents_bulk_max_bytes,
+    )
+    return BulkLoadResult(inserted=len(ids), ids=ids)
+
+
+@router.post(
+    "/search",
+    response_model=DocumentSearchResult,
+    responses={
+        **AUTH,
+        **INVALID_SEARCH,
+        503: {"description": "`text` given but no embedding model is set up"},
+    },
+    summary="The nearest documents to a vector or a text, nearest first",
+)
+async def search_documents(
+    search: DocumentSearch,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    layout: LayoutDep,
+    embedder: EmbedderDep,
+) -> Any:
+    return await service.search_documents(session, user, layout, settings, search, embedder)
+
+
+@router.get(
+    "/{document_id:uuid}",
+    response_model=DocumentPublic,
+    responses={**AUTH, **MISSING},
+    summary="Read a document (without its vector)",
+)
+async def read_document(document_id: UUID, session: SessionDep, user: CurrentUser) -> Any:
+    return await service.get_document(session, user, document_id)
+
+
+@router.delete(
+    "/{document_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**AUTH, **MISSING},
+    summary="Delete a document",
+)
+async def delete_document(document_id: UUID, session: SessionDep, user: CurrentUser) -> None:
+    await service.delete_document(session, user, document_id)

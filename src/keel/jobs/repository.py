@@ -1,0 +1,135 @@
+"""The queue's SQL: enqueue, claim with FOR UPDATE SKIP LOCKED, finish, fail with backoff."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from keel.core.ids import uuid7
+from keel.jobs.models import Job, JobStatus
+
+MAX_BACKOFF_SECONDS = 300
+MAX_ERROR_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+async def enqueue(
+    session: AsyncSession, kind: str, payload: dict[str, Any], *, max_attempts: int = 5
+) -> UUID:
+    job = Job(id=uuid7(), kind=kind, payload=payload, max_attempts=max_attempts)
+    session.add(job)
+    await session.flush()
+    return job.id
+
+
+_CLAIM = text(
+    """
+    UPDATE app.jobs SET status = 'running', attempts = attempts + 1,
+                        locked_at = now(), locked_by = :worker
+    WHERE id IN (
+        SELECT id FROM app.jobs
+        WHERE status = 'queued' AND run_at <= now()
+        ORDER BY run_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, kind, payload, attempts, max_attempts
+    """
+)
+
+
+async def claim(session: AsyncSession, worker: str, limit: int) -> list[ClaimedJob]:
+    """Take up to `limit` due jobs; other workers skip them (SKIP LOCKED), never wait."""
+    rows = await session.execute(_CLAIM, {"worker": worker, "limit": limit})
+    return [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            payload=row.payload if isinstance(row.payload, dict) else orjson.loads(row.payload),
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+        )
+        for row in rows
+    ]
+
+
+async def requeue_stale(session: AsyncSession, lease_seconds: int) -> int:
+    """Give back jobs whose worker vanished (claimed longer ago than the lease)."""
+    result = await session.execute(
+        text(
+            "UPDATE app.jobs SET status = 'queued', locked_at = NULL, locked_by = NULL "
+            "WHERE status = 'running' AND locked_at < now() - make_interval(secs => :lease)"
+        ),
+        {"lease": lease_seconds},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def finish(session: AsyncSession, job_id: UUID) -> None:
+    """A finished job is deleted, in the same transaction as the work it did."""
+    await session.execute(text("DELETE FROM app.jobs WHERE id = :id"), {"id": job_id})
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential with jitter: about 2, 4, 8, ... seconds, at most five minutes."""
+    base: float = min(2**attempts, MAX_BACKOFF_SECONDS)
+    return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+
+async def fail(session: AsyncSession, job: ClaimedJob, error: str) -> JobStatus:
+    """Retry later with backoff, or mark failed once out of attempts. Returns the new status."""
+    status = JobStatus.FAILED if job.attempts >= job.max_attempts else JobStatus.QUEUED
+    await session.execute(
+        text(
+            "UPDATE app.jobs SET status = :status, locked_at = NULL, locked_by = NULL, "
+            "last_error = :error, run_at = now() + make_interval(secs => :delay) WHERE id = :id"
+        ),
+        {
+            "status": status.value,
+            "error": error[:MAX_ERROR_CHARS],
+            "delay": backoff_seconds(job.attempts),
+            "id": job.id,
+        },
+    )
+    return status
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(col(Job.status), func.count()).group_by(col(Job.status)))
+    found = {str(status): int(n) for status, n in rows.all()}
+    return {status.value: found.get(status.value, 0) for status in JobStatus}
+
+
+async def list_jobs(session: AsyncSession, status: JobStatus, limit: int) -> list[Job]:
+    statement = (
+        select(Job)
+        .where(col(Job.status) == status.value)
+        .order_by(col(Job.updated_at).desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(statement)).all())
+
+
+async def retry(session: AsyncSession, job_id: UUID) -> bool:
+    """Put a failed job back in the queue with fresh attempts."""
+    result = await session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED.value)
+        .values(status=JobStatus.QUEUED.value, attempts=0, run_at=func.now(), last_error=None)
+    )
+    return bool(getattr(result, "rowcount", 0))

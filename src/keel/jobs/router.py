@@ -1,0 +1,68 @@
+"""The job queue, for administrators: `/api/v1/admin/jobs`. Failures stay visible here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Query, status
+from pydantic import BaseModel, ConfigDict
+
+from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser
+from keel.core.db import SessionDep
+from keel.core.errors import NotFound
+from keel.core.routing import KeelRouter, Responses
+from keel.jobs import repository
+from keel.jobs.models import JobStatus
+
+router = KeelRouter(prefix="/admin/jobs", tags=["admin"])
+ADMIN_ERRORS: Responses = {**SIGNED_IN_ERRORS, 403: {"description": "Administrators only"}}
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    kind: str
+    status: str
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobOverview(BaseModel):
+    counts: dict[str, int]
+    jobs: list[JobPublic]
+
+
+@router.get(
+    "",
+    response_model=JobOverview,
+    responses=ADMIN_ERRORS,
+    summary="Queue counts by status, and the latest jobs in one status (failed by default)",
+)
+async def list_jobs(
+    session: SessionDep,
+    admin: AdminUser,
+    job_status: Annotated[JobStatus, Query(alias="status")] = JobStatus.FAILED,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Any:
+    return JobOverview(
+        counts=await repository.counts(session),
+        jobs=await repository.list_jobs(session, job_status, limit),
+    )
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**ADMIN_ERRORS, 404: {"description": "No failed job with this id"}},
+    summary="Queue a failed job again, with fresh attempts",
+)
+async def retry_job(job_id: UUID, session: SessionDep, admin: AdminUser) -> None:
+    if not await repository.retry(session, job_id):
+        raise NotFound("No failed job with this id.")

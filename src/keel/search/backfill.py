@@ -1,0 +1,61 @@
+"""`keel embeddings backfill`: embed every post that has no vector yet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from keel.config import Settings
+from keel.core.db import create_database
+from keel.search.embeddings import count_missing, embed_posts, embedder_for, missing_post_ids
+
+
+async def backfill(
+    settings: Settings,
+    url: str,
+    *,
+    batch: int,
+    started: Callable[[int], None],
+    advance: Callable[[int], None],
+) -> int:
+    """Embed missing posts, `batch` per transaction. Returns how many were embedded."""
+    database = create_database(settings, url)
+    embedder = embedder_for(settings)
+    done = 0
+    try:
+        async with database.sessionmaker() as session:
+            started(await count_missing(session))
+        while True:
+            async with database.sessionmaker() as session, session.begin():
+                ids = await missing_post_ids(session, batch)
+                if not ids:
+                    return done
+                embedded = await embed_posts(session, embedder, ids)
+            done += embedded
+            advance(embedded)
+    finally:
+        await database.dispose()
+
+
+def run_with_progress(settings: Settings, url: str, *, batch: int) -> int:
+    bar = Progress(
+        TextColumn("embedding posts"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    with bar:
+        task = bar.add_task("posts", total=None)
+        return asyncio.run(
+            backfill(
+                settings,
+                url,
+                batch=batch,
+                started=lambda total: bar.update(task, total=total),
+                advance=lambda n: bar.advance(task, n),
+            )
+        )
