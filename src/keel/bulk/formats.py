@@ -17,7 +17,7 @@ from typing import Any
 import ijson
 import orjson
 
-from keel.core.errors import KeelError
+from keel.core.errors import KeelError, UnsupportedMediaType
 
 
 class Format(StrEnum):
@@ -38,10 +38,6 @@ EXTENSIONS[".csv"] = Format.CSV
 
 class MalformedFile(KeelError):
     status_code, slug, title = 422, "malformed-import", "Malformed Import File"
-
-
-class UnsupportedMediaType(KeelError):
-    status_code, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
 
 
 @dataclass(frozen=True, slots=True)

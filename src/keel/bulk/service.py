@@ -34,7 +34,7 @@ from keel.bulk.schemas import (
 )
 from keel.config import Settings
 from keel.core.db import driver_connection
-from keel.core.errors import KeelError
+from keel.core.errors import ContentTooLarge, KeelError
 from keel.core.ids import uuid7
 from keel.core.passwords import PasswordHasher
 
@@ -42,8 +42,8 @@ Finding = staging.Finding
 JSON_TABLE = "json_table"  # the report's format for JSON_TABLE imports
 
 
-class TooManyRows(KeelError):
-    status_code, slug, title = 413, "too-many-rows", "Too Many Rows"
+class TooManyRows(ContentTooLarge):
+    slug, title = "too-many-rows", "Too Many Rows"
 
 
 class ImportRejected(KeelError):

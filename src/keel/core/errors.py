@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 # SQLSTATE classes that mean "the client's data conflicts with what is stored".
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
+DATA_EXCEPTION_CLASS = "22"  # SQLSTATE class: a value the database can't hold
 
 
 class KeelError(Exception):
@@ -64,6 +65,16 @@ class Forbidden(KeelError):
 
 class Conflict(KeelError):
     status_code, slug, title = 409, "conflict", "Conflict"
+
+
+class ContentTooLarge(KeelError):
+    """A body, or what it holds (rows, documents), past a configured cap."""
+
+    status_code, slug, title = 413, "content-too-large", "Content Too Large"
+
+
+class UnsupportedMediaType(KeelError):
+    status_code, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
 
 
 class TooManyRequests(KeelError):
@@ -189,7 +200,7 @@ async def _data_error(request: Request, exc: DBAPIError | asyncpg.PostgresError)
     # SQLSTATE class 22 (data exception): a value the database can't hold, such as a NUL
     # character in text or a number out of range. The client's input, not our fault.
     sqlstate = _sqlstate(exc)
-    if not sqlstate.startswith("22"):
+    if not sqlstate.startswith(DATA_EXCEPTION_CLASS):
         raise exc  # anything else is ours: the middleware logs it and answers 500
     log.info("data_error", sqlstate=sqlstate)
     return problem_response(

@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.bulk.formats import physical_lines
 from keel.config import Settings
-from keel.core.errors import Conflict, KeelError, NotFound, ServiceUnavailable
+from keel.core.errors import (
+    DATA_EXCEPTION_CLASS,
+    FOREIGN_KEY_VIOLATION,
+    Conflict,
+    ContentTooLarge,
+    KeelError,
+    NotFound,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from keel.core.ids import uuid7
 from keel.documents import repository
 from keel.documents.models import FULL, HALF, Document, Metric, VectorColumn
@@ -39,22 +48,12 @@ MAX_REPORTED_ERRORS = 100
 # Iterative scans in relaxed order are re-sorted by the outer query (see nearest_sql).
 ITERATIVE_SCAN = "relaxed_order"
 VALIDATION_DETAIL = "The request is not valid; see `errors`."
-DATA_EXCEPTION_CLASS = "22"
-FOREIGN_KEY_VIOLATION = "23503"
 
 
 class InvalidDocuments(KeelError):
     """A 422 shaped like request validation's; `errors` say where and why."""
 
     status_code, slug, title = 422, "validation-failed", "Validation Failed"
-
-
-class ContentTooLarge(KeelError):
-    status_code, slug, title = 413, "content-too-large", "Content Too Large"
-
-
-class UnsupportedMediaType(KeelError):
-    status_code, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
 
 
 def _dimension_error(vector: Sequence[float], dimension: int) -> str | None:
