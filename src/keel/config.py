@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     embeddings_model: str | None = None
     embeddings_api_key: SecretStr | None = None
     embeddings_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # BLAS threads of the in-process model. 1 keeps background embedding off the other
+    # core (OpenBLAS threads spin and collapse beside busy processes); unset: all cores.
+    embedding_threads: Annotated[int, Field(ge=1, le=64)] | None = 1
     worker_enabled: bool = True  # `keel serve` runs a job worker in each API process
     worker_poll_seconds: Annotated[float, Field(gt=0)] = 1.0
     worker_batch: Annotated[int, Field(ge=1, le=100)] = 4  # jobs claimed at once

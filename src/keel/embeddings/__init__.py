@@ -19,10 +19,11 @@ def make_embedder(
     api_key: str | None = None,
     dimension: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    threads: int | None = None,
 ) -> Embedder:
     """The embedder for `kind`: "minilm" (no options) or "http" (url, model, dimension)."""
     if kind == "minilm":
-        return MiniLMEmbedder()
+        return MiniLMEmbedder(threads=threads)
     if kind == "http":
         if not url or not model or dimension is None:
             raise ValueError("the http embedder needs url, model and dimension")

@@ -15,12 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import structlog
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from keel.embeddings.bert import BertEncoder, Floats
@@ -99,9 +101,16 @@ class MiniLMEmbedder:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        threads: int | None = None,
     ) -> None:
-        if batch_size < 1 or max_batch_tokens < 1:
-            raise ValueError("batch_size and max_batch_tokens must be at least 1")
+        """`threads`: BLAS threads while embedding (None: numpy's default, all cores).
+
+        OpenBLAS threads spin-wait; beside other busy processes they slow to a crawl, so a
+        server embedding in the background should use 1 (EMBEDDING_THREADS).
+        """
+        if batch_size < 1 or max_batch_tokens < 1 or (threads is not None and threads < 1):
+            raise ValueError("batch_size, max_batch_tokens and threads must be at least 1")
+        self.threads = threads
         self.model_dir = model_dir
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -159,6 +168,16 @@ class MiniLMEmbedder:
             return out
         encoder = self._loaded().encoder
         ids = self.token_ids(texts)
+        limits: AbstractContextManager[object] = (
+            threadpool_limits(self.threads, user_api="blas") if self.threads else nullcontext()
+        )
+        with limits:
+            self._forward_batches(encoder, ids, size, out)
+        return out
+
+    def _forward_batches(
+        self, encoder: BertEncoder, ids: list[list[int]], size: int, out: Floats
+    ) -> None:
         for rows in plan_batches([len(i) for i in ids], size, self.max_batch_tokens):
             seq = len(ids[rows[-1]])
             batch_ids = np.zeros((len(rows), seq), dtype=np.int64)
@@ -167,7 +186,6 @@ class MiniLMEmbedder:
                 batch_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = True
             out[rows] = mean_pool_normalised(encoder.forward(batch_ids, mask), mask)
-        return out
 
     def _embed_lists(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = self.embed_sync(texts).tolist()

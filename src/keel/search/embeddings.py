@@ -94,6 +94,7 @@ def embedder_for(settings: Settings) -> Embedder:
         api_key=api_key.get_secret_value() if api_key else None,
         dimension=settings.embedding_dimension,
         timeout=settings.embeddings_timeout_seconds,
+        threads=settings.embedding_threads,
     )
     if embedder.dimension != settings.embedding_dimension:
         raise ValueError(
