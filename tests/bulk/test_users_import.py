@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import bcrypt
 import pytest
 from fastapi import FastAPI
@@ -15,7 +18,8 @@ from sqlmodel import col
 from keel.auth.models import TokenFamily
 from keel.users.models import User
 from tests.bulk.helpers import admin_headers, count_users, encode, send
-from tests.users.factory import PASSWORD, make_user, sign_in, signed_in
+from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
+from tests.users.factory import PASSWORD, bearer, make_user, sign_in, signed_in
 
 FORMATS = ["json", "ndjson", "csv"]
 BCRYPT_OF_PASSWORD = bcrypt.hashpw(b"password", bcrypt.gensalt(4)).decode()
@@ -308,3 +312,56 @@ async def test_a_second_import_in_one_transaction_works(
     first = await send(client, "users", encode(people(1, "one"), "json"), "json", admin)
     second = await send(client, "users", encode(people(1, "two"), "json"), "json", admin)
     assert (first.status_code, second.status_code) == (200, 200)
+
+
+async def test_a_conflict_appearing_mid_import_is_a_409_and_writes_nothing(
+    make_database: MakeDatabase, tmp_path: Path
+) -> None:
+    """Another session takes an imported email between the checks and the MERGE."""
+    url = await make_database(migrated=True)
+    settings = make_settings(url, tmp_path, rate_limit_enabled=False)
+    async with running(settings) as http:
+        app: FastAPI = http._transport.app  # type: ignore[attr-defined]
+        async with app.state.db.sessionmaker() as session:
+            admin = await make_user(app, session, admin=True)
+            await session.commit()
+        headers = bearer(await sign_in(http, admin.username))
+        rival = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            rival_tx = rival.transaction()
+            await rival_tx.start()
+            await rival.execute(
+                "INSERT INTO app.users (id, email, username, hashed_password) "
+                "VALUES (gen_random_uuid(), 'race@example.com', 'rival_user', 'x')"
+            )
+            rows = [
+                *people(3),
+                {"email": "race@example.com", "username": "racer", "password": "long enough"},
+            ]
+            request = asyncio.create_task(
+                send(http, "users", encode(rows, "json"), "json", headers)
+            )
+            await _until_waiting_on_a_lock(rival)
+            await rival_tx.commit()
+            response = await request
+            imported = await rival.fetchval(
+                "SELECT count(*) FROM app.users WHERE email LIKE 'imp%'"
+            )
+        finally:
+            await rival.close()
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert imported == 0
+
+
+async def _until_waiting_on_a_lock(conn: asyncpg.Connection) -> None:
+    """Wait until the import's MERGE blocks on the rival's uncommitted row."""
+    for _ in range(200):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'keel' "
+            "AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the import never waited on the rival's row")

@@ -169,9 +169,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     )
 
 
-async def _integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+async def _integrity_error(
+    request: Request, exc: IntegrityError | asyncpg.IntegrityConstraintViolationError
+) -> JSONResponse:
     sqlstate = _sqlstate(exc)
-    constraint = getattr(getattr(exc.orig, "__cause__", None), "constraint_name", None)
+    driver_error = exc if isinstance(exc, asyncpg.PostgresError) else exc.orig
+    constraint = getattr(driver_error, "constraint_name", None) or getattr(
+        getattr(driver_error, "__cause__", None), "constraint_name", None
+    )
     detail = {
         UNIQUE_VIOLATION: "A record with the same unique value already exists.",
         FOREIGN_KEY_VIOLATION: "The request refers to a record that does not exist.",
@@ -230,6 +235,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(IntegrityError)(_integrity_error)
+    # Raw driver work (COPY, the imports' MERGE) raises asyncpg's own errors.
+    app.exception_handler(asyncpg.IntegrityConstraintViolationError)(_integrity_error)
     app.exception_handler(DBAPIError)(_data_error)
     app.exception_handler(asyncpg.DataError)(_data_error)
     app.exception_handler(PoolTimeoutError)(_pool_timeout)
