@@ -1,0 +1,62 @@
+"""What every `keel` command shares: settings, clean failures, the database to use."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from keel.config import Settings, get_settings
+from keel.core.db import DatabaseUnsupported, create_database, verify_server
+from keel.core.embedded import EmbeddedPostgres
+
+
+def fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def load_settings() -> Settings:
+    """The process settings, or a one-line error (no traceback) if the environment is invalid."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():  # never the input values: they may hold secrets
+            message = err["msg"].removeprefix("Value error, ")
+            where = ".".join(str(part) for part in err["loc"]).upper()
+            problems.append(f"{where}: {message}" if where else message)
+        fail(f"invalid settings: {'; '.join(problems)}")
+
+
+async def _verify(settings: Settings, url: str) -> None:
+    database = create_database(settings, url)
+    try:
+        await verify_server(database.engine)
+    finally:
+        await database.dispose()
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The checked database URL: DATABASE_URL, or the embedded server (released on exit)."""
+    embedded = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = embedded.ensure_running()
+    try:
+        try:
+            asyncio.run(_verify(settings, url))
+        except DatabaseUnsupported as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot reach the database: {exc}")
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.release()
