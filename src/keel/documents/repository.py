@@ -234,7 +234,9 @@ async def apply_scan(session: AsyncSession, scan: IndexScan | None) -> None:
     """SET LOCAL the scan's settings: they end with the request's transaction.
 
     `None` is an exact scan: index scans are switched off, so the ORDER BY is computed
-    for every row that passes the filters.
+    for every row that passes the filters. Exact and HNSW searches send the same SQL, and
+    asyncpg prepares it once per connection; a cached generic plan would ignore
+    `enable_indexscan`, so every search is planned afresh (`force_custom_plan`).
     """
     settings = (
         {"enable_indexscan": "off"}
@@ -245,6 +247,7 @@ async def apply_scan(session: AsyncSession, scan: IndexScan | None) -> None:
             "hnsw.max_scan_tuples": str(scan.max_scan_tuples),
         }
     )
+    settings["plan_cache_mode"] = "force_custom_plan"
     calls = ", ".join(f"set_config(:name_{i}, :value_{i}, true)" for i in range(len(settings)))
     params: dict[str, str] = {}
     for i, (name, value) in enumerate(settings.items()):
