@@ -62,15 +62,15 @@ def _own_family() -> set[int]:
     """This process, its ancestors (uv run) and its descendants (our servers, wrk, pgbench)."""
     parents = _parents()
     family = {os.getpid()}
-    pid = os.getpid()
-    while pid > 1 and pid in parents:
-        pid = parents[pid]
-        family.add(pid)
     grew = True
-    while grew:
+    while grew:  # descendants first: an ancestor's other children are not ours
         kids = {p for p, pp in parents.items() if pp in family and p not in family}
         family |= kids
         grew = bool(kids)
+    pid = os.getpid()
+    while pid in parents and parents[pid] > 1:  # then the ancestors themselves, not pid 1
+        pid = parents[pid]
+        family.add(pid)
     return family
 
 
