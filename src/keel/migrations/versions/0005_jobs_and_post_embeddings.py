@@ -105,27 +105,34 @@ def upgrade() -> None:
 
     # Transition tables can't be combined with UPDATE OF <columns>, so the update trigger
     # compares old and new rows itself: only a changed title or content queues work.
+    # EXECUTE plans each call afresh: PL/pgSQL would otherwise cache the first call's plan
+    # per connection, and a plan made for 0 rows (a nested loop) turns quadratic when the
+    # next statement updates 100k rows.
     op.execute(
         f"""
         CREATE FUNCTION app.queue_post_embeddings() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
-                INSERT INTO app.jobs (id, kind, payload)
-                SELECT gen_random_uuid(), 'embed_posts',
-                       jsonb_build_object('post_ids', jsonb_agg(id))
-                FROM (SELECT id, (row_number() OVER () - 1) / {EMBED_BATCH} AS batch
-                      FROM new_rows) AS added
-                GROUP BY batch;
+                EXECUTE $sql$
+                    INSERT INTO app.jobs (id, kind, payload)
+                    SELECT gen_random_uuid(), 'embed_posts',
+                           jsonb_build_object('post_ids', jsonb_agg(id))
+                    FROM (SELECT id, (row_number() OVER () - 1) / {EMBED_BATCH} AS batch
+                          FROM new_rows) AS added
+                    GROUP BY batch
+                $sql$;
             ELSE
-                INSERT INTO app.jobs (id, kind, payload)
-                SELECT gen_random_uuid(), 'embed_posts',
-                       jsonb_build_object('post_ids', jsonb_agg(id))
-                FROM (SELECT n.id, (row_number() OVER () - 1) / {EMBED_BATCH} AS batch
-                      FROM new_rows n JOIN old_rows o USING (id)
-                      WHERE (o.title, o.content) IS DISTINCT FROM (n.title, n.content)
-                     ) AS reworded
-                GROUP BY batch;
+                EXECUTE $sql$
+                    INSERT INTO app.jobs (id, kind, payload)
+                    SELECT gen_random_uuid(), 'embed_posts',
+                           jsonb_build_object('post_ids', jsonb_agg(id))
+                    FROM (SELECT n.id, (row_number() OVER () - 1) / {EMBED_BATCH} AS batch
+                          FROM new_rows n JOIN old_rows o USING (id)
+                          WHERE (o.title, o.content) IS DISTINCT FROM (n.title, n.content)
+                         ) AS reworded
+                    GROUP BY batch
+                $sql$;
             END IF;
             RETURN NULL;
         END
