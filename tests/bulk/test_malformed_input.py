@@ -165,3 +165,34 @@ async def test_row_and_byte_caps_answer_413_and_write_nothing(
     assert "capped at 2 rows" in too_many.json()["detail"]
     assert too_big.status_code == 413
     assert after == before
+
+
+async def test_an_import_past_its_statement_timeout_is_a_503_and_writes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url, tmp_path, import_statement_timeout_ms=1, rate_limit_enabled=False
+    )
+    async with running(settings) as http:
+        app: FastAPI = http._transport.app  # type: ignore[attr-defined]
+        async with app.state.db.sessionmaker() as session:
+            admin = await make_user(app, session, admin=True)
+            await session.commit()
+        headers = bearer(await sign_in(http, admin.username))
+        hashed = app.state.passwords.hash_sync("long enough")
+        rows = [
+            {"email": f"slow{i}@example.com", "username": f"slow_{i}", "hashed_password": hashed}
+            for i in range(3000)
+        ]
+        async with app.state.db.sessionmaker() as session:
+            before = await count_users(session)
+
+        response = await send(http, "users", encode(rows, "ndjson"), "ndjson", headers)
+
+        async with app.state.db.sessionmaker() as session:
+            after = await count_users(session)
+            await session.delete(await session.get(type(admin), admin.id))
+            await session.commit()
+    assert response.status_code == 503, response.text
+    assert response.json()["type"] == "urn:keel:problem:statement-timeout"
+    assert after == before

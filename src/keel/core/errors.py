@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 DATA_EXCEPTION_CLASS = "22"  # SQLSTATE class: a value the database can't hold
+QUERY_CANCELED = "57014"  # e.g. statement_timeout
 
 
 class KeelError(Exception):
@@ -205,6 +206,17 @@ async def _data_error(request: Request, exc: DBAPIError | asyncpg.PostgresError)
     # SQLSTATE class 22 (data exception): a value the database can't hold, such as a NUL
     # character in text or a number out of range. The client's input, not our fault.
     sqlstate = _sqlstate(exc)
+    if sqlstate == QUERY_CANCELED:
+        # statement_timeout: the request asked for more work than one statement may do.
+        log.warning("statement_timeout", path=request.url.path)
+        return problem_response(
+            503,
+            detail="The database stopped the request at its statement timeout; retry later "
+            "or with less work per request.",
+            type_=problem_type("statement-timeout"),
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
     if not sqlstate.startswith(DATA_EXCEPTION_CLASS):
         raise exc  # anything else is ours: the middleware logs it and answers 500
     log.info("data_error", sqlstate=sqlstate)
@@ -239,4 +251,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(asyncpg.IntegrityConstraintViolationError)(_integrity_error)
     app.exception_handler(DBAPIError)(_data_error)
     app.exception_handler(asyncpg.DataError)(_data_error)
+    app.exception_handler(asyncpg.QueryCanceledError)(_data_error)
     app.exception_handler(PoolTimeoutError)(_pool_timeout)
