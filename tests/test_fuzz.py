@@ -279,6 +279,10 @@ class SignedIn:
             me = httpx.get(f"{self.base_url}/api/v1/users/me", headers=self.headers, timeout=10)
             if me.status_code == 200:
                 return self.headers
+        self.headers = {"Authorization": f"Bearer {self.fresh_token()}"}
+        return self.headers
+
+    def fresh_token(self) -> str:
         name = f"fuzzer_{uuid.uuid4().hex[:10]}"
         password = "fuzzing password 123"
         signup = httpx.post(
@@ -287,14 +291,17 @@ class SignedIn:
             timeout=10,
         )
         signup.raise_for_status()
+        return self.login(name, password)
+
+    def login(self, username: str, password: str) -> str:
         login = httpx.post(
             f"{self.base_url}/api/v1/auth/login",
-            data={"username": name, "password": password},
+            data={"username": username, "password": password},
             timeout=10,
         )
         login.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        return self.headers
+        token: str = login.json()["access_token"]
+        return token
 
 
 @pytest.fixture(scope="module")
@@ -309,26 +316,11 @@ def test_api_conforms_to_its_schema_signed_in(
     case.call_and_validate(headers=signed_in.current())
 
 
-class SignedInAdmin:
+class SignedInAdmin(SignedIn):
     """The first superuser's access token (the server creates that account at startup)."""
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.headers: dict[str, str] = {}
-
-    def current(self) -> dict[str, str]:
-        if self.headers:
-            me = httpx.get(f"{self.base_url}/api/v1/users/me", headers=self.headers, timeout=10)
-            if me.status_code == 200:
-                return self.headers
-        login = httpx.post(
-            f"{self.base_url}/api/v1/auth/login",
-            data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD},
-            timeout=10,
-        )
-        login.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        return self.headers
+    def fresh_token(self) -> str:
+        return self.login(ADMIN_USERNAME, ADMIN_PASSWORD)
 
 
 @pytest.fixture(scope="module")
