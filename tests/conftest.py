@@ -1,8 +1,11 @@
 """Test harness: one embedded PostgreSQL per session, built by the migrations.
 
-Each test runs inside a transaction that is rolled back; the app's session
-dependency is pointed at that transaction. Set KEEL_TEST_DATABASE_URL to run the
-suite against an external PostgreSQL 17+ instead.
+Isolation without a test double: every test that uses the app gets its own
+database, cloned from a migrated template (`CREATE DATABASE ... TEMPLATE`), and its
+own app on it, so requests run through the real session dependency, the real read
+pool and the real viewer cache. `db_session` sets up and inspects data on the same
+database in autocommit, so what it writes is visible to the app at once.
+Set KEEL_TEST_DATABASE_URL to run the suite against an external PostgreSQL 17+.
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from keel.app import create_app
 from keel.config import Settings
-from keel.core.db import get_session
 from keel.core.embedded import EmbeddedPostgres
 from keel.migrations import runner
 
@@ -62,9 +64,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keel-data")
 
 
+TEMPLATE_DATABASE = "keel_template"
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """A migrated database for this test session."""
+    """A migrated database for this test session (CLI tests use it directly)."""
     external = os.environ.get("KEEL_TEST_DATABASE_URL")
     if external:
         url = Settings(_env_file=None, database_url=external).database_url
@@ -85,54 +90,77 @@ def database_url() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def settings(database_url: str, data_dir: Path) -> Settings:
-    return make_settings(database_url, data_dir)
+async def _admin(database_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(asyncpg_dsn(url_for_database(database_url, "postgres")))
 
 
 @pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        yield application
+async def template_url(database_url: str) -> str:
+    """A migrated database nobody connects to, to clone per test."""
+    conn = await _admin(database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)')
+        source = make_url(database_url).database
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DATABASE}" TEMPLATE "{source}"')
+    finally:
+        await conn.close()
+    return url_for_database(database_url, TEMPLATE_DATABASE)
 
 
 @pytest.fixture
-async def db_session(app: FastAPI) -> AsyncIterator[AsyncSession]:
-    """A session whose work, including the app's commits, is rolled back after the test."""
-    async with app.state.db.engine.connect() as connection:
-        transaction = await connection.begin()
-        session = AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
+async def test_database_url(database_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"keel_t_{uuid.uuid4().hex[:16]}"
+    conn = await _admin(database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DATABASE}"')
+    finally:
+        await conn.close()
+    yield url_for_database(database_url, name)
+    conn = await _admin(database_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
-        async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
-            # A savepoint per request: a failed request undoes only its own work,
-            # never the data the test set up before it.
-            request_savepoint = await session.begin_nested()
-            try:
-                yield session
-            except BaseException:
-                # After a failed flush the savepoint is inactive but still needs rolling
-                # back; after an explicit commit in the request it is already closed.
-                with contextlib.suppress(InvalidRequestError):
-                    await request_savepoint.rollback()
-                raise
-            if request_savepoint.is_active:
-                await request_savepoint.commit()
 
-        app.dependency_overrides[get_session] = session_in_test_transaction
-        try:
+@pytest.fixture
+def settings(test_database_url: str, data_dir: Path) -> Settings:
+    return make_settings(test_database_url, data_dir)
+
+
+@pytest.fixture(scope="session")
+def app_shell(template_url: str, data_dir: Path) -> FastAPI:
+    """The app's routes and middleware, built once: FastAPI takes ~0.1 s to build them."""
+    return create_app(make_settings(template_url, data_dir))
+
+
+@pytest.fixture
+async def app(app_shell: FastAPI, settings: Settings) -> AsyncIterator[FastAPI]:
+    """The real app on this test's own database: a fresh lifespan (pools, caches, services)."""
+    app_shell.state.settings = settings
+    async with app_shell.router.lifespan_context(app_shell):
+        yield app_shell
+
+
+@pytest.fixture
+async def db_session(app: FastAPI, test_database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the test's database in autocommit: each statement is visible at once.
+
+    Its own unpooled connection, so nothing it sets leaks into the app's pools.
+    """
+    engine = create_async_engine(
+        test_database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with AsyncSession(bind=engine, expire_on_commit=False) as session:
             yield session
-        finally:
-            app.dependency_overrides.pop(get_session, None)
-            await session.close()
-            await transaction.rollback()
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
-async def client(app: FastAPI, db_session: AsyncSession) -> AsyncIterator[AsyncClient]:
-    await app.state.ratelimiter.reset()  # each test starts with fresh rate-limit budgets
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as http:
         yield http
 

@@ -22,6 +22,7 @@ from keel.seed import SEEDED_PASSWORD, SeedError, is_seeded_id, seed
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
+from tests.users.factory import as_viewer
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 SEEDED_USERS = "SELECT username, email FROM app.users WHERE metadata @> '{\"seeded\": true}'"
@@ -64,7 +65,9 @@ async def _make_real_user(settings: Settings, name: str, **fields: Any) -> None:
             user = await create_user(session, PasswordHasher.from_settings(settings), data)
             for field, value in fields.items():
                 setattr(user, field, value)
-            await create_post(session, user, PostCreate(title=f"by {name}", content="Real words."))
+            await create_post(
+                session, as_viewer(user), PostCreate(title=f"by {name}", content="Real words.")
+            )
             await session.commit()
     finally:
         await database.dispose()

@@ -13,16 +13,17 @@ from redis.asyncio import Redis
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from keel.auth.deps import enforce_api_rate_limit
+from keel.auth.router import account_router
 from keel.auth.router import router as auth_router
+from keel.auth.service import load_viewer
 from keel.bulk.router import router as bulk_router
 from keel.config import Settings, get_settings
 from keel.core import metrics
 from keel.core.db import Database, create_database, verify_server
+from keel.core.deps import Services, enforce_api_rate_limit
 from keel.core.embedded import EmbeddedPostgres
 from keel.core.errors import install_error_handlers
 from keel.core.logging import configure_logging
-from keel.core.mail import Mailer
 from keel.core.middleware import (
     BodySizeLimitMiddleware,
     GZipWhenAcceptedMiddleware,
@@ -31,10 +32,6 @@ from keel.core.middleware import (
     TrustedHostMiddleware,
 )
 from keel.core.openapi import install_problem_openapi
-from keel.core.pagination import CursorCodec
-from keel.core.passwords import PasswordHasher
-from keel.core.ratelimit import RateLimiter
-from keel.core.security import TokenService
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
 from keel.insight.router import router as insight_router
@@ -87,6 +84,7 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_api_rate_limit)])
     router.include_router(auth_router)
     router.include_router(users_router)
+    router.include_router(account_router)
     router.include_router(posts_router)
     router.include_router(search_router)
     router.include_router(documents_router)
@@ -96,17 +94,18 @@ def api_router() -> APIRouter:
     return router
 
 
-async def _start_services(app: FastAPI, settings: Settings, db: Database) -> None:
-    """The per-process services endpoints reach through app.state."""
-    app.state.tokens = TokenService.from_settings(settings)
-    app.state.passwords = PasswordHasher.from_settings(settings)
-    app.state.mailer = Mailer(settings)
-    app.state.ratelimiter = RateLimiter.from_settings(settings)
-    app.state.post_cursors = CursorCodec(settings.resolved_secret_key(), purpose="posts")
-    app.state.embedder = embedder_for(settings)
+async def _start_services(
+    app: FastAPI, settings: Settings, db: Database, redis: Redis | None
+) -> Services:
+    """The per-process services, on `app.state.services`; the first superuser if configured."""
+    await db.open()
+    services = app.state.services = Services.build(
+        settings, db, redis=redis, embedder=embedder_for(settings), load_viewer=load_viewer
+    )
     async with db.sessionmaker() as session:
-        if await ensure_first_superuser(session, settings, app.state.passwords):
+        if await ensure_first_superuser(session, settings, services.passwords):
             await session.commit()
+    return services
 
 
 @contextlib.asynccontextmanager
@@ -127,11 +126,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(runner.upgrade, url)
         app.state.db, app.state.redis = db, redis
-        await _start_services(app, settings, db)
+        services = await _start_services(app, settings, db, redis)
         pool_task = asyncio.create_task(_publish_pool_metrics(app))
         if settings.worker_enabled:
             worker_task = asyncio.create_task(
-                worker_for(settings, db, app.state.embedder).run(worker_stop)
+                worker_for(settings, db, services.embedder).run(worker_stop)
             )
         log.info("startup", environment=settings.environment, postgres=server_version)
         yield
@@ -141,8 +140,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await worker_task
         if pool_task is not None:
             pool_task.cancel()
-        if getattr(app.state, "ratelimiter", None) is not None:
-            await app.state.ratelimiter.close()
+        if getattr(app.state, "services", None) is not None:
+            await app.state.services.ratelimiter.close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()

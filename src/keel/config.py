@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     db_pool_recycle: Annotated[int, Field(ge=60)] = 1800
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
     db_connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # Safe-method requests read through their own asyncpg pool (one round trip per read).
+    db_read_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    # Signed-in callers resolved from their token, cached per worker; NOTIFY evicts them.
+    viewer_cache_size: Annotated[int, Field(ge=0)] = 10_000
+    viewer_cache_ttl_seconds: Annotated[float, Field(ge=0)] = 60.0
+    token_cache_size: Annotated[int, Field(ge=0)] = 10_000
     auto_migrate: bool = Field(
         default=True, validation_alias=AliasChoices("KEEL_AUTO_MIGRATE", "auto_migrate")
     )

@@ -2,6 +2,8 @@
 
 from sqlmodel import SQLModel
 
+from keel.core.columns import APP_SCHEMA
+
 # Deterministic constraint names, so migrations can refer to them.
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -12,7 +14,6 @@ SQLModel.metadata.naming_convention = {
 }
 
 metadata = SQLModel.metadata
-APP_SCHEMA = "app"
 
 # Every domain's tables, registered on `metadata` for Alembic and the drift test.
 from keel.auth import models as auth_models  # noqa: E402

@@ -179,7 +179,7 @@ async def test_an_import_past_its_statement_timeout_is_a_503_and_writes_nothing(
             admin = await make_user(app, session, admin=True)
             await session.commit()
         headers = bearer(await sign_in(http, admin.username))
-        hashed = app.state.passwords.hash_sync("long enough")
+        hashed = app.state.services.passwords.hash_sync("long enough")
         rows = [
             {"email": f"slow{i}@example.com", "username": f"slow_{i}", "hashed_password": hashed}
             for i in range(3000)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from structlog.testing import capture_logs
 
 from keel.app import create_app
 from keel.config import Settings
@@ -68,7 +69,7 @@ async def test_pool_settings_are_explicit(database: Database, settings: Settings
     assert isinstance(pool, AsyncAdaptedQueuePool)
     assert pool.size() == settings.db_pool_size
     assert pool._max_overflow == 0
-    assert pool._pre_ping is True
+    assert pool._pre_ping is False  # dead connections are found on use; reads retry once
     assert pool._recycle == settings.db_pool_recycle
     async with database.engine.connect() as conn:
         assert await conn.scalar(text("SHOW application_name")) == "keel"
@@ -88,10 +89,14 @@ async def test_pool_status_counts_checked_out_connections(database: Database) ->
 
 @pytest.fixture
 async def committing_app(
-    database_url: str, tmp_path: Path
+    test_database_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[FastAPI, AsyncClient]]:
-    """An app with the real session dependency, on a scratch table."""
-    application = create_app(make_settings(database_url, tmp_path))
+    """An app with the real session dependency, on a scratch table.
+
+    The table's unique constraint is deferred: a duplicate passes the INSERT and
+    fails at COMMIT, which is what the failed-commit test is about.
+    """
+    application = create_app(make_settings(test_database_url, tmp_path))
 
     @application.post("/notes/{note}")
     async def add_note(note: str, session: SessionDep, fail: bool = False) -> dict[str, str]:
@@ -102,7 +107,12 @@ async def committing_app(
 
     async with application.router.lifespan_context(application):
         async with application.state.db.engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE session_notes (note text PRIMARY KEY)"))
+            await conn.execute(
+                text(
+                    "CREATE TABLE session_notes (note text,"
+                    " CONSTRAINT session_notes_once UNIQUE (note) DEFERRABLE INITIALLY DEFERRED)"
+                )
+            )
         transport = ASGITransport(app=application)
         async with AsyncClient(transport=transport, base_url="http://t") as http:
             yield application, http
@@ -134,6 +144,9 @@ async def test_failed_commit_is_an_error_response_not_a_lost_write(
 ) -> None:
     application, http = committing_app
     assert (await http.post("/notes/same")).status_code == 200
-    duplicate = await http.post("/notes/same")
+    with capture_logs() as logs:
+        duplicate = await http.post("/notes/same")  # the INSERT passes; COMMIT refuses it
     assert duplicate.status_code == 409
+    assert duplicate.headers["content-type"] == "application/problem+json"
     assert await _notes(application) == ["same"]
+    assert not [entry for entry in logs if entry["event"] == "unhandled_error"]

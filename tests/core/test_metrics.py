@@ -44,11 +44,15 @@ async def test_requests_are_counted_by_route_template(app: FastAPI, client: Asyn
 
 
 async def test_unmatched_paths_share_one_label(client: AsyncClient) -> None:
+    def unmatched(text: str) -> float:
+        labels = {"method": "GET", "route": "<unmatched>", "status": "404"}
+        return _sample(text, "keel_http_requests_total", **labels) or 0.0
+
+    before = unmatched((await client.get("/metrics")).text)
     await client.get("/definitely/not/here/42")
+    await client.get("/another/unknown/path")
     text = (await client.get("/metrics")).text
-    assert _sample(
-        text, "keel_http_requests_total", method="GET", route="<unmatched>", status="404"
-    )
+    assert unmatched(text) == before + 2
     assert "/definitely/not/here" not in text
 
 

@@ -8,12 +8,14 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import structlog
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 from structlog.testing import capture_logs
 
@@ -24,7 +26,6 @@ from keel.core.ratelimit import (
     Backend,
     RateLimiter,
     RateLimitResult,
-    limits_storage_uri,
     rate_limit_headers,
     too_many_requests,
 )
@@ -218,25 +219,6 @@ def test_from_settings_follows_redis_url_and_enabled() -> None:
     assert not without.enabled
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("redis://localhost:6379/0", "async+redis://localhost:6379/0"),
-        ("rediss://:pw@cache:6380/1", "async+rediss://:pw@cache:6380/1"),
-        ("unix:///run/redis.sock?db=0", "async+redis+unix:///run/redis.sock?db=0"),
-        ("async+redis://localhost:6379", "async+redis://localhost:6379"),
-    ],
-)
-def test_redis_urls_are_converted_for_limits(url: str, expected: str) -> None:
-    assert limits_storage_uri(url) == expected
-
-
-@pytest.mark.parametrize("url", ["localhost:6379", "memcached://localhost:11211"])
-def test_unusable_redis_urls_are_rejected(url: str) -> None:
-    with pytest.raises(ValueError, match="REDIS_URL"):
-        limits_storage_uri(url)
-
-
 async def test_bad_limit_strings_are_rejected(memory_limiter: RateLimiter) -> None:
     with pytest.raises(ValueError, match="couldn't parse"):
         await memory_limiter.hit("five per fortnight", "x")
@@ -401,3 +383,33 @@ async def _run_outage(limiter: RateLimiter, server: PrivateRedis) -> None:
         assert [key async for key in client.scan_iter(match="keel:*after*")]
     finally:
         await client.aclose()
+
+
+async def test_a_hit_is_one_redis_round_trip(
+    private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Count and window state come back from one script call: one request to Redis."""
+    sent: list[object] = []
+    original = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        sent.append(command)
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    limiter = RateLimiter(private_redis.url)
+    try:
+        await limiter.hit("5/minute", "probe", "warm-up")  # connects, loads the script once
+        sent.clear()
+        result = await limiter.hit("5/minute", "probe", "k")
+        assert len(sent) == 1
+        assert (result.allowed, result.remaining, result.limit) == (True, 4, 5)
+        for _ in range(4):
+            await limiter.hit("5/minute", "probe", "k")
+        refused = await limiter.hit("5/minute", "probe", "k")
+        assert not refused.allowed
+        assert refused.remaining == 0
+        assert 1 <= refused.retry_after <= 60
+        assert len(sent) == 6
+    finally:
+        await limiter.close()

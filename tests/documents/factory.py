@@ -22,6 +22,7 @@ from keel.documents.models import Document
 from keel.documents.schemas import DocumentCreate, metadata_json
 from keel.documents.service import create_document
 from keel.users.models import User
+from tests.users.factory import as_viewer
 
 Floats = npt.NDArray[np.float32]
 
@@ -50,7 +51,7 @@ async def make_document(
 ) -> Document:
     data = DocumentCreate(content=content, metadata=metadata or {}, embedding=as_list(embedding))
     layout = await repository.load_layout(session)
-    return await create_document(session, owner, layout, data)
+    return await create_document(session, as_viewer(owner), layout, data)
 
 
 async def copy_documents(

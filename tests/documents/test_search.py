@@ -225,7 +225,7 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
     query = unit_vectors(1, layout.dimension, seed=10)[0]
     # With so few rows the planner would rather read the GIN index and sort (exact, and
     # fine); take that away so the HNSW index has to serve the filtered query.
-    await db_session.execute(text("SET LOCAL enable_seqscan = off"))
+    await db_session.execute(text("SET enable_seqscan = off"))
     await db_session.execute(text("SET LOCAL enable_bitmapscan = off"))
     nearest = Nearest(as_list(query), metric, column, limit=5, metadata_filter=rare)
     assert f"Index Scan using {index}" in await _plan(db_session, nearest, layout.dimension)

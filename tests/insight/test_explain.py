@@ -60,7 +60,7 @@ async def test_plans_name_the_indexes_they_use(
     db_session: AsyncSession, client: AsyncClient, admin: dict[str, str]
 ) -> None:
     # A handful of rows would be read sequentially; make the planner show its index paths.
-    await db_session.execute(text("SET LOCAL enable_seqscan = off"))
+    await db_session.execute(text("SET enable_seqscan = off"))
     listing = (await _explain(client, admin, "post_list"))["summary"]
     assert listing["uses_index"] is True
     assert "ix_posts_created_at_id" in listing["indexes"]

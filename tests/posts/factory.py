@@ -8,6 +8,7 @@ from keel.posts.models import Post
 from keel.posts.schemas import PostCreate
 from keel.posts.service import create_post
 from keel.users.models import User
+from tests.users.factory import as_viewer
 
 
 async def make_post(
@@ -19,4 +20,4 @@ async def make_post(
     published: bool = True,
 ) -> Post:
     data = PostCreate(title=title, content=content, is_published=published)
-    return await create_post(session, author, data)
+    return await create_post(session, as_viewer(author), data)

@@ -180,7 +180,7 @@ async def test_posts_go_with_their_author(
 
 
 async def test_list_query_is_served_by_an_index(db_session: AsyncSession) -> None:
-    await db_session.execute(text("SET LOCAL enable_seqscan = off"))
+    await db_session.execute(text("SET enable_seqscan = off"))
     plans = {
         "newest": "SELECT id FROM app.posts ORDER BY created_at DESC, id DESC LIMIT 20",
         "by_author": "SELECT id, title FROM app.posts WHERE author_id = gen_random_uuid() "

@@ -129,7 +129,7 @@ async def test_huge_queries_are_refused_cleanly(
 
 
 async def test_search_is_served_by_the_gin_index(db_session: AsyncSession) -> None:
-    await db_session.execute(text("SET LOCAL enable_seqscan = off"))
+    await db_session.execute(text("SET enable_seqscan = off"))
     plan = "\n".join(
         (
             await db_session.scalars(

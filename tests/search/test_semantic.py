@@ -50,7 +50,9 @@ class Scratch:
 
     async def run_worker(self) -> int:
         settings = self.app.state.settings
-        return await worker_for(settings, self.app.state.db, self.app.state.embedder).drain()
+        return await worker_for(
+            settings, self.app.state.db, self.app.state.services.embedder
+        ).drain()
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(asyncpg_dsn(self.url))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from uuid import uuid4
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.core.viewer import Viewer
 from keel.users.models import User
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
@@ -33,7 +35,7 @@ async def make_user(
         is_superuser=admin,
         **fields,
     )
-    return await create_user(session, app.state.passwords, data)
+    return await create_user(session, app.state.services.passwords, data)
 
 
 async def sign_in(client: AsyncClient, login: str, password: str = PASSWORD) -> dict[str, Any]:
@@ -56,3 +58,10 @@ async def signed_in(
     """A new user and the Authorization header of a fresh session of theirs."""
     user = await make_user(app, session, **fields)
     return user, bearer(await sign_in(client, user.username))
+
+
+def as_viewer(user: User) -> Viewer:
+    """`user` as services see a signed-in caller (the session id is irrelevant to them)."""
+    return Viewer(
+        user_id=user.id, family_id=uuid4(), is_superuser=user.is_superuser, is_active=True
+    )

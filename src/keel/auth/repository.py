@@ -11,7 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from keel.auth.models import ActionPurpose, ActionToken, RefreshToken, TokenFamily
-from keel.users.models import User
+from keel.core.db import ReadPool
+from keel.core.viewer import Viewer, evict_after_commit
+
+# The caller behind an access token, if its session is open and the account active.
+VIEWER_QUERY = """
+SELECT u.is_superuser
+FROM app.users AS u JOIN app.token_families AS f ON f.user_id = u.id
+WHERE u.id = $1 AND f.id = $2 AND f.revoked_at IS NULL AND u.is_active
+"""
 
 
 async def open_family(session: AsyncSession, user_id: UUID) -> TokenFamily:
@@ -21,7 +29,16 @@ async def open_family(session: AsyncSession, user_id: UUID) -> TokenFamily:
     return family
 
 
+async def load_viewer(reads: ReadPool, user_id: UUID, family_id: UUID) -> Viewer | None:
+    """The `Viewer` for (user, token family): one prepared statement on the read pool."""
+    row = await reads.fetchrow(VIEWER_QUERY, user_id, family_id)
+    if row is None:
+        return None
+    return Viewer(user_id=user_id, family_id=family_id, is_superuser=row[0], is_active=True)
+
+
 async def revoke_family(session: AsyncSession, family_id: UUID, reason: str) -> None:
+    evict_after_commit(session, family_id=family_id)
     await session.execute(
         update(TokenFamily)
         .where(col(TokenFamily.id) == family_id, col(TokenFamily.revoked_at).is_(None))
@@ -33,6 +50,7 @@ async def revoke_user_families(
     session: AsyncSession, user_id: UUID, reason: str, *, keep: UUID | None = None
 ) -> None:
     """End every session of a user, except `keep` (the caller's own, if given)."""
+    evict_after_commit(session, user_id=user_id)
     statement = update(TokenFamily).where(
         col(TokenFamily.user_id) == user_id, col(TokenFamily.revoked_at).is_(None)
     )
@@ -69,21 +87,6 @@ async def lock_refresh_token(session: AsyncSession, token_id: UUID) -> RefreshRe
 async def mark_refresh_used(session: AsyncSession, token: RefreshToken) -> None:
     token.used_at = await session.scalar(select(func.now()))
     await session.flush()
-
-
-async def user_for_session(session: AsyncSession, user_id: UUID, family_id: UUID) -> User | None:
-    """The active user behind an access token whose family is still open: one round trip."""
-    statement = (
-        select(User)
-        .join(TokenFamily, col(TokenFamily.user_id) == col(User.id))
-        .where(
-            col(User.id) == user_id,
-            col(User.is_active).is_(True),
-            col(TokenFamily.id) == family_id,
-            col(TokenFamily.revoked_at).is_(None),
-        )
-    )
-    return (await session.scalars(statement)).first()
 
 
 async def add_action_token(

@@ -9,15 +9,6 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, Depends, Form, Request, Response, status
 
 from keel.auth import service
-from keel.auth.deps import (
-    MailerDep,
-    PasswordsDep,
-    PrincipalDep,
-    RateLimiterDep,
-    SettingsDep,
-    TokensDep,
-    client_ip,
-)
 from keel.auth.schemas import (
     Accepted,
     EmailRequest,
@@ -27,13 +18,14 @@ from keel.auth.schemas import (
     VerifyConfirm,
 )
 from keel.core.db import SessionDep
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep, client_ip
 from keel.core.errors import Forbidden
 from keel.core.mail import Mail, Mailer
 from keel.core.passwords import MAX_PASSWORD_LENGTH
 from keel.core.ratelimit import too_many_requests
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service as users
-from keel.users.schemas import UserCreate, UserPrivate
+from keel.users.schemas import PasswordChange, UserCreate, UserPrivate
 
 
 async def no_store(response: Response) -> None:
@@ -68,17 +60,14 @@ def _accepted(mail: Mail | None, mailer: Mailer, background: BackgroundTasks) ->
     summary="Create an account",
 )
 async def signup(
-    data: UserCreate,
-    session: SessionDep,
-    settings: SettingsDep,
-    passwords: PasswordsDep,
-    mailer: MailerDep,
-    background: BackgroundTasks,
+    data: UserCreate, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
+    settings = services.settings
     if not settings.signup_enabled:
         raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
-    user = await users.create_user(session, passwords, data)
-    background.add_task(mailer.send, await service.verification_mail(session, settings, user))
+    user = await users.create_user(session, services.passwords, data)
+    mail = await service.verification_mail(session, settings, user)
+    background.add_task(services.mailer.send, mail)
     return user
 
 
@@ -104,16 +93,15 @@ async def login(
     request: Request,
     form: Annotated[LoginForm, Depends()],
     session: SessionDep,
-    settings: SettingsDep,
-    tokens: TokensDep,
-    passwords: PasswordsDep,
-    limiter: RateLimiterDep,
+    services: ServicesDep,
 ) -> Any:
     for scope, key in (("login-account", form.username.lower()), ("login-ip", client_ip(request))):
-        result = await limiter.hit(settings.rate_limit_login, scope, key)
+        result = await services.ratelimiter.hit(services.settings.rate_limit_login, scope, key)
         if not result.allowed:
             raise too_many_requests(result)
-    return await service.login(session, tokens, passwords, form.username, form.password)
+    return await service.login(
+        session, services.tokens, services.passwords, form.username, form.password
+    )
 
 
 @router.post(
@@ -122,8 +110,8 @@ async def login(
     responses={**BAD_TOKEN, **RATE_LIMITED},
     summary="Rotate a refresh token",
 )
-async def refresh(data: RefreshRequest, session: SessionDep, tokens: TokensDep) -> Any:
-    return await service.refresh(session, tokens, data.refresh_token)
+async def refresh(data: RefreshRequest, session: SessionDep, services: ServicesDep) -> Any:
+    return await service.refresh(session, services.tokens, data.refresh_token)
 
 
 @router.post(
@@ -132,8 +120,8 @@ async def refresh(data: RefreshRequest, session: SessionDep, tokens: TokensDep) 
     responses={**BAD_TOKEN, **RATE_LIMITED},
     summary="End this session (its refresh family and access tokens)",
 )
-async def logout(session: SessionDep, principal: PrincipalDep) -> None:
-    await service.logout(session, principal.claims)
+async def logout(session: SessionDep, viewer: ViewerDep) -> None:
+    await service.logout(session, viewer.family_id)
 
 
 @router.post(
@@ -144,14 +132,10 @@ async def logout(session: SessionDep, principal: PrincipalDep) -> None:
     summary="Mail a password-reset token",
 )
 async def password_reset_request(
-    data: EmailRequest,
-    session: SessionDep,
-    settings: SettingsDep,
-    mailer: MailerDep,
-    background: BackgroundTasks,
+    data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_password_reset(session, settings, str(data.email))
-    return _accepted(mail, mailer, background)
+    mail = await service.request_password_reset(session, services.settings, str(data.email))
+    return _accepted(mail, services.mailer, background)
 
 
 @router.post(
@@ -161,9 +145,9 @@ async def password_reset_request(
     summary="Set a new password with a reset token (ends all sessions)",
 )
 async def password_reset_confirm(
-    data: PasswordResetConfirm, session: SessionDep, passwords: PasswordsDep
+    data: PasswordResetConfirm, session: SessionDep, services: ServicesDep
 ) -> None:
-    await service.confirm_password_reset(session, passwords, data.token, data.new_password)
+    await service.confirm_password_reset(session, services.passwords, data.token, data.new_password)
 
 
 @router.post(
@@ -174,14 +158,10 @@ async def password_reset_confirm(
     summary="Mail an email-verification token",
 )
 async def verify_request(
-    data: EmailRequest,
-    session: SessionDep,
-    settings: SettingsDep,
-    mailer: MailerDep,
-    background: BackgroundTasks,
+    data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_verification(session, settings, str(data.email))
-    return _accepted(mail, mailer, background)
+    mail = await service.request_verification(session, services.settings, str(data.email))
+    return _accepted(mail, services.mailer, background)
 
 
 @router.post(
@@ -192,3 +172,21 @@ async def verify_request(
 )
 async def verify_confirm(data: VerifyConfirm, session: SessionDep) -> None:
     await service.confirm_verification(session, data.token)
+
+
+# Credentials are auth's: the password change lives here, under the users' URL.
+account_router = KeelRouter(prefix="/users", tags=["users"])
+
+
+@account_router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=SIGNED_IN_ERRORS,
+    summary="Change my password (ends my other sessions)",
+)
+async def change_password(
+    data: PasswordChange, session: SessionDep, services: ServicesDep, viewer: ViewerDep
+) -> None:
+    await service.change_password(
+        session, services.passwords, viewer, data.current_password, data.new_password
+    )

@@ -14,11 +14,13 @@ from keel.auth import repository
 from keel.auth.models import ActionPurpose
 from keel.auth.schemas import TokenPair
 from keel.config import Settings
+from keel.core.db import ReadPool
 from keel.core.errors import BadRequest, Unauthorized
 from keel.core.mail import Mail
 from keel.core.passwords import PasswordHasher
-from keel.core.security import InvalidToken, TokenClaims, TokenService
-from keel.users import repository as users
+from keel.core.security import InvalidToken, TokenService
+from keel.core.viewer import Viewer
+from keel.users import service as users
 from keel.users.models import User
 
 log = structlog.get_logger(__name__)
@@ -48,7 +50,7 @@ async def authenticate(
 
     Unknown accounts cost one dummy verification, so timing doesn't reveal them.
     """
-    user = await users.get_by_login(session, login)
+    user = await users.find_by_login(session, login)
     if user is None:
         await passwords.verify_dummy(password)
         raise Unauthorized(BAD_CREDENTIALS)
@@ -83,15 +85,34 @@ async def refresh(session: AsyncSession, tokens: TokenService, refresh_token: st
         await session.commit()
         log.warning("auth.refresh_replay", family_id=str(record.family.id))
         raise InvalidToken("This refresh token was already used; the session is revoked.")
-    user = await users.get(session, record.family.user_id)
+    user = await users.find(session, record.family.user_id)
     if user is None or not user.is_active:
         raise InvalidToken("The account is disabled.")
     await repository.mark_refresh_used(session, record.token)
     return await issue_pair(session, tokens, user.id, record.family.id)
 
 
-async def logout(session: AsyncSession, claims: TokenClaims) -> None:
-    await repository.revoke_family(session, UUID(claims.family), "logout")
+async def load_viewer(reads: ReadPool, user_id: UUID, family_id: UUID) -> Viewer | None:
+    """The `Viewer` behind an access token, if its session is open (`Services.load_viewer`)."""
+    return await repository.load_viewer(reads, user_id, family_id)
+
+
+async def change_password(
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    viewer: Viewer,
+    current_password: str,
+    new_password: str,
+) -> None:
+    """Needs the current password; ends every other session of the user."""
+    await users.replace_password(session, passwords, viewer.user_id, current_password, new_password)
+    await repository.revoke_user_families(
+        session, viewer.user_id, "password changed", keep=viewer.family_id
+    )
+
+
+async def logout(session: AsyncSession, family_id: UUID) -> None:
+    await repository.revoke_family(session, family_id, "logout")
 
 
 def _token_hash(token: str) -> bytes:
@@ -111,7 +132,7 @@ async def request_password_reset(
     session: AsyncSession, settings: Settings, email: str
 ) -> Mail | None:
     """A reset mail for an active account; None (and the same answer) otherwise."""
-    user = await users.get_by_email(session, email)
+    user = await users.find_by_email(session, email)
     if user is None or not user.is_active:
         return None
     ttl = timedelta(minutes=settings.password_reset_minutes)
@@ -155,7 +176,7 @@ async def verification_mail(session: AsyncSession, settings: Settings, user: Use
 async def request_verification(
     session: AsyncSession, settings: Settings, email: str
 ) -> Mail | None:
-    user = await users.get_by_email(session, email)
+    user = await users.find_by_email(session, email)
     if user is None or user.is_verified or not user.is_active:
         return None
     return await verification_mail(session, settings, user)
@@ -165,7 +186,7 @@ async def confirm_verification(session: AsyncSession, token: str) -> None:
     user_id = await repository.consume_action_token(
         session, ActionPurpose.VERIFY_EMAIL, _token_hash(token)
     )
-    user = await users.get(session, user_id) if user_id else None
+    user = await users.find(session, user_id) if user_id else None
     if user is None:
         raise BadRequest("The verification token is invalid, used or expired.")
     user.is_verified = True

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 
-from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser
 from keel.bulk import service
 from keel.bulk.formats import MEDIA_TYPES, format_for_media_type
 from keel.bulk.schemas import (
@@ -23,6 +22,7 @@ from keel.bulk.schemas import (
     UserImportRow,
 )
 from keel.core.db import SessionDep
+from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, services_of
 from keel.core.routing import KeelRouter, Responses
 
 router = KeelRouter(prefix="/admin/import", tags=["admin"])
@@ -60,6 +60,7 @@ def _file_body(row_model: type[Any]) -> dict[str, Any]:
 async def _import(
     request: Request, session: SessionDep, kind: Kind, on_conflict: OnConflict, atomic: bool
 ) -> ImportReport:
+    services = services_of(request)
     fmt = format_for_media_type(request.headers.get("content-type"))
     return await service.import_file(
         session,
@@ -67,8 +68,8 @@ async def _import(
         request.stream(),
         fmt,
         service.ImportOptions(on_conflict, atomic),
-        passwords=request.app.state.passwords,
-        limits=service.ImportLimits.from_settings(request.app.state.settings),
+        passwords=services.passwords,
+        limits=service.ImportLimits.from_settings(services.settings),
     )
 
 
@@ -82,7 +83,7 @@ async def _import(
 async def import_users(
     request: Request,
     session: SessionDep,
-    admin: AdminUser,
+    admin: AdminViewer,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
@@ -99,7 +100,7 @@ async def import_users(
 async def import_posts(
     request: Request,
     session: SessionDep,
-    admin: AdminUser,
+    admin: AdminViewer,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
@@ -123,7 +124,7 @@ async def import_json(
     spec: JsonTableImport,
     request: Request,
     session: SessionDep,
-    admin: AdminUser,
+    admin: AdminViewer,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
@@ -131,5 +132,5 @@ async def import_json(
         session,
         spec,
         service.ImportOptions(on_conflict, atomic),
-        limits=service.ImportLimits.from_settings(request.app.state.settings),
+        limits=service.ImportLimits.from_settings(services_of(request).settings),
     )

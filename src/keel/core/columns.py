@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, text
 
+APP_SCHEMA = "app"  # the schema every Keel table lives in
+
 
 def created_at_column() -> Any:
     return Column(DateTime(timezone=True), nullable=False, server_default=text("now()"))

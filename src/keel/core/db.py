@@ -1,10 +1,21 @@
-"""The async database layer: one engine per process, a per-request session, server checks."""
+"""The async database layer: the write engine, the read pool, per-request sessions, server checks.
+
+Writes and reads take different paths:
+- **Writes** (POST, PUT, PATCH, DELETE) get a SQLAlchemy `AsyncSession` in one transaction,
+  committed once before the response is sent and rolled back on any error.
+- **Reads** (GET, HEAD) get a session in autocommit: no `BEGIN`/`COMMIT`, so each
+  statement is one round trip. Hot reads skip the ORM altogether and run one prepared
+  statement on `ReadPool`, a plain asyncpg pool.
+No pool pings before use: a dead connection is found when it is used; reads are
+retried once across the reconnect, and anything that can't reach the database is a
+503 with Retry-After (`keel.core.errors.DatabaseUnavailable`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 import asyncpg
 from fastapi import Depends, Request
@@ -19,6 +30,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from keel.config import Settings
+from keel.core.errors import DISCONNECT_ERRORS, DatabaseUnavailable
+from keel.core.viewer import SESSION_INFO_KEY, InvalidationListener, ViewerCache
+
+SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
 
 MIN_SERVER_VERSION_NUM = 170000
 REQUIRED_EXTENSIONS = ("vector", "pg_trgm", "pg_stat_statements", "citext")
@@ -36,12 +51,93 @@ class PoolStatus:
     overflow: int
 
 
+async def _keep_session_state(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to reset, since reads never change session state.
+
+    asyncpg's default reset sends `RESET ALL; UNLISTEN *; ...`: a round trip per release.
+    """
+
+
+class ReadPool:
+    """One asyncpg pool for hot reads: prepared statements, autocommit, no pings, no resets.
+
+    Statements are prepared once per connection (asyncpg's statement cache) and run
+    with Bind/Execute/Sync: one round trip. A statement that fails because the
+    connection died is retried once on a fresh connection; if that fails too, or no
+    connection comes within the pool timeout, the caller gets `DatabaseUnavailable`.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int,
+        acquire_timeout: float,
+        connect_timeout: float,
+        server_settings: Mapping[str, str],
+    ) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._server_settings = dict(server_settings)
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=self._size,
+            reset=_keep_session_state,
+            timeout=self._connect_timeout,
+            server_settings=self._server_settings,
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def expire(self) -> None:
+        """Replace every idle connection on its next use (after a server restart)."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._run("fetch", query, args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._run("fetchrow", query, args)
+        return row
+
+    async def _run(self, method: str, query: str, args: Sequence[Any]) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("ReadPool.open() was not awaited")
+        for attempt in (1, 2):
+            try:
+                async with pool.acquire(timeout=self._acquire_timeout) as connection:
+                    return await getattr(connection, method)(query, *args)
+            except (*DISCONNECT_ERRORS, asyncpg.InterfaceError) as exc:
+                if isinstance(exc, asyncpg.InterfaceError) and "closed" not in str(exc):
+                    raise  # misuse, not a lost connection
+                # The server may have restarted: every idle connection is stale too.
+                await self.expire()
+                if attempt == 2:
+                    raise DatabaseUnavailable() from exc
+        raise AssertionError("unreachable")
+
+
 @dataclass(slots=True)
 class Database:
-    """The process's engine and its session factory."""
+    """The process's write engine, its two session factories, and the read pool."""
 
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
+    reads: ReadPool
+    viewers: ViewerCache
+    listener: InvalidationListener
 
     def pool_status(self) -> PoolStatus:
         pool = self.engine.pool
@@ -54,12 +150,29 @@ class Database:
             overflow=max(pool.overflow(), 0),
         )
 
+    async def open(self) -> None:
+        """Ready the read pool and start listening for viewer invalidations (servers only)."""
+        await self.reads.open()
+        await self.listener.start()
+
+    async def drop_idle_connections(self) -> None:
+        """Both pools start afresh: called when the listener loses the server."""
+        await self.reads.expire()
+        await self.engine.dispose(close=False)
+
     async def dispose(self) -> None:
+        await self.listener.stop()
+        await self.reads.close()
         await self.engine.dispose()
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style URL asyncpg takes, from a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_database(settings: Settings, url: str) -> Database:
-    """Build the engine with explicit pool settings, JIT off and an application_name."""
+    """Build the engine and read pool: explicit pool sizes, JIT off, an application_name."""
     server_settings = {"application_name": settings.app_name.lower(), "jit": "off"}
     if settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
@@ -69,15 +182,37 @@ def create_database(settings: Settings, url: str) -> Database:
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
+        pool_pre_ping=False,  # a dead connection is found on use; see the module docstring
         pool_recycle=settings.db_pool_recycle,
         hide_parameters=True,  # errors must never carry values such as password hashes
         connect_args={"server_settings": server_settings, "timeout": settings.db_connect_timeout},
     )
-    return Database(
-        engine=engine,
-        sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    viewers = ViewerCache(
+        max_entries=settings.viewer_cache_size, ttl_seconds=settings.viewer_cache_ttl_seconds
     )
+    info = {SESSION_INFO_KEY: viewers}
+    dsn = asyncpg_dsn(url)
+    database = Database(
+        engine=engine,
+        sessionmaker=async_sessionmaker(
+            engine, class_=AsyncSession, expire_on_commit=False, info=info
+        ),
+        read_sessionmaker=async_sessionmaker(
+            autocommit, class_=AsyncSession, expire_on_commit=False, info=info
+        ),
+        viewers=viewers,
+        listener=InvalidationListener(dsn, viewers, connect_timeout=settings.db_connect_timeout),
+        reads=ReadPool(
+            dsn,
+            size=settings.db_read_pool_size,
+            acquire_timeout=settings.db_pool_timeout,
+            connect_timeout=settings.db_connect_timeout,
+            server_settings=server_settings,
+        ),
+    )
+    database.listener.on_lost = database.drop_idle_connections
+    return database
 
 
 def describe_url(url: str) -> str:
@@ -132,8 +267,28 @@ def missing_extensions_message(
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed once on success, rolled back on any error."""
+    """One session per request: committed once on success, rolled back on any error.
+
+    Safe-method requests get the autocommit session: their statements run without
+    `BEGIN`/`COMMIT`, and the commit below is a no-op.
+    """
     database: Database = request.app.state.db
+    if request.method in SAFE_METHODS:
+        async with database.read_sessionmaker() as session:
+            yield session
+        return
+    async for session in _transaction(database):
+        yield session
+
+
+async def get_transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session in one transaction whatever the method: for reads that need `SET LOCAL`
+    (planner settings for one report, HNSW scan settings) or one snapshot."""
+    async for session in _transaction(request.app.state.db):
+        yield session
+
+
+async def _transaction(database: Database) -> AsyncIterator[AsyncSession]:
     async with database.sessionmaker() as session:
         try:
             yield session
@@ -146,6 +301,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the commit finishes before the response is sent, so a failed
 # commit becomes an error response instead of a lost write behind a 2xx.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+TransactionDep = Annotated[AsyncSession, Depends(get_transaction, scope="function")]
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

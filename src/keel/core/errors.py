@@ -25,6 +25,7 @@ UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 DATA_EXCEPTION_CLASS = "22"  # SQLSTATE class: a value the database can't hold
 QUERY_CANCELED = "57014"  # e.g. statement_timeout
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 
 class KeelError(Exception):
@@ -84,6 +85,40 @@ class TooManyRequests(KeelError):
 
 class ServiceUnavailable(KeelError):
     status_code, slug, title = 503, "service-unavailable", "Service Unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database can't be reached, or dropped the connection mid-request."""
+
+    slug = "database-unavailable"
+
+    def __init__(self, detail: str = "The database is unavailable; retry shortly.") -> None:
+        super().__init__(detail, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
+# Failures to reach PostgreSQL, as raised by the driver or the socket under it. SQLAlchemy
+# passes these through untouched when they happen at connect time.
+DISCONNECT_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    FileNotFoundError,  # the server's unix socket is gone: it is stopped
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, incl. "connection does not exist"
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01
+    asyncpg.CrashShutdownError,  # 57P02
+)
+DISCONNECT_SQLSTATE_PREFIXES = ("08", "57P")
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Did `exc` come from losing (or never getting) a database connection?"""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return _sqlstate(exc).startswith(DISCONNECT_SQLSTATE_PREFIXES) or isinstance(
+            exc.orig, DISCONNECT_ERRORS
+        )
+    return isinstance(exc, DISCONNECT_ERRORS)
 
 
 def problem_response(
@@ -205,6 +240,8 @@ def _sqlstate(exc: DBAPIError | asyncpg.PostgresError) -> str:
 async def _data_error(request: Request, exc: DBAPIError | asyncpg.PostgresError) -> JSONResponse:
     # SQLSTATE class 22 (data exception): a value the database can't hold, such as a NUL
     # character in text or a number out of range. The client's input, not our fault.
+    if is_disconnect(exc):
+        return await _database_unavailable(request, exc)
     sqlstate = _sqlstate(exc)
     if sqlstate == QUERY_CANCELED:
         # statement_timeout: the request asked for more work than one statement may do.
@@ -241,6 +278,18 @@ async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+    error = DatabaseUnavailable()
+    return problem_response(
+        error.status_code,
+        detail=error.detail,
+        type_=problem_type(error.slug),
+        instance=request.url.path,
+        headers=error.headers,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every known error as problem+json. Unknown ones are caught by middleware."""
     app.exception_handler(KeelError)(_keel_error)
@@ -253,3 +302,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.exception_handler(asyncpg.DataError)(_data_error)
     app.exception_handler(asyncpg.QueryCanceledError)(_data_error)
     app.exception_handler(PoolTimeoutError)(_pool_timeout)
+    for disconnect in DISCONNECT_ERRORS:
+        app.exception_handler(disconnect)(_database_unavailable)

@@ -62,6 +62,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            # Routes are registered once, without the slash: serve both forms, no redirect.
+            scope = {**scope, "path": path.rstrip("/") or "/"}
         incoming = _header(scope, REQUEST_ID_HEADER)
         if incoming is not None and _SANE_REQUEST_ID.fullmatch(incoming):
             request_id = incoming.decode()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,3 +214,37 @@ def _claims(payload: dict[str, Any], expected: TokenType) -> TokenClaims:
 def _reject(reason: str, detail: str = "The token is invalid.") -> InvalidToken:
     log.debug("token.rejected", reason=reason)
     return InvalidToken(detail)
+
+
+class VerifiedTokenCache:
+    """Access tokens already verified in this process, kept until their `exp`.
+
+    Verifying an HS256 JWT costs tens of µs of Python on every request; a client
+    sends the same token for its whole lifetime. The cache maps the exact token
+    string to its claims, so a forged or altered token never matches an entry.
+    Bounded: when full, the oldest entries go first.
+    """
+
+    def __init__(self, tokens: TokenService, *, max_entries: int = 10_000) -> None:
+        self._tokens = tokens
+        self._max_entries = max_entries
+        self._entries: dict[str, TokenClaims] = {}
+
+    def verify_access(self, token: str) -> TokenClaims:
+        """The claims of a valid access token; raises `InvalidToken` like `TokenService.verify`."""
+        claims = self._entries.get(token)
+        if claims is not None:
+            if claims.expires_at.timestamp() + LEEWAY.total_seconds() > time.time():
+                return claims
+            del self._entries[token]
+        claims = self._tokens.verify(token, expected="access")
+        if self._max_entries > 0:
+            if len(self._entries) >= self._max_entries:
+                # dicts keep insertion order: drop the oldest tenth in one go
+                for stale in list(itertools.islice(self._entries, self._max_entries // 10 + 1)):
+                    del self._entries[stale]
+            self._entries[token] = claims
+        return claims
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 from sqlmodel import col
 
+from keel.core.viewer import Viewer
 from keel.documents.models import (
     FULL,
     METRICS,
@@ -32,7 +33,6 @@ from keel.documents.models import (
     Metric,
     VectorColumn,
 )
-from keel.users.models import User
 
 # The columns a COPY fills; the rest are defaults, and embedding_half is generated.
 COPY_COLUMNS = ("id", "owner_id", "content", "metadata", "embedding")
@@ -91,11 +91,11 @@ async def load_layout(session: AsyncSession) -> VectorLayout:
     return VectorLayout(dimension=dimension, indexes=indexes)
 
 
-def visible_to(viewer: User) -> ColumnElement[bool]:
+def visible_to(viewer: Viewer) -> ColumnElement[bool]:
     """Owners see their own documents; admins see everyone's."""
     if viewer.is_superuser:
         return true()
-    return col(Document.owner_id) == viewer.id
+    return col(Document.owner_id) == viewer.user_id
 
 
 def _public(statement: Select[Document]) -> Select[Document]:
@@ -103,7 +103,7 @@ def _public(statement: Select[Document]) -> Select[Document]:
     return statement.options(load_only(*_PUBLIC_COLUMNS))
 
 
-async def get_visible(session: AsyncSession, document_id: UUID, viewer: User) -> Document | None:
+async def get_visible(session: AsyncSession, document_id: UUID, viewer: Viewer) -> Document | None:
     statement = select(Document).where(col(Document.id) == document_id, visible_to(viewer))
     return (await session.scalars(_public(statement))).first()
 

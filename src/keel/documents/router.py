@@ -11,11 +11,10 @@ from uuid import UUID
 
 from fastapi import Depends, Request, status
 
-from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser, SettingsDep
 from keel.core.db import SessionDep
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.routing import KeelRouter, Responses
-from keel.documents import repository, service
-from keel.documents.repository import VectorLayout
+from keel.documents import service
 from keel.documents.schemas import (
     BulkLoadResult,
     DocumentCreate,
@@ -23,7 +22,7 @@ from keel.documents.schemas import (
     DocumentSearch,
     DocumentSearchResult,
 )
-from keel.embeddings.base import Embedder
+from keel.documents.service import VectorLayout
 
 router = KeelRouter(prefix="/documents", tags=["documents"])
 
@@ -48,17 +47,11 @@ async def get_layout(request: Request, session: SessionDep) -> VectorLayout:
     """The table's dimension and HNSW indexes, read from the catalog once per process."""
     layout: VectorLayout | None = getattr(request.app.state, "vector_layout", None)
     if layout is None:
-        layout = request.app.state.vector_layout = await repository.load_layout(session)
+        layout = request.app.state.vector_layout = await service.load_layout(session)
     return layout
 
 
-async def get_embedder(request: Request) -> Embedder | None:
-    embedder: Embedder | None = getattr(request.app.state, "embedder", None)
-    return embedder
-
-
 LayoutDep = Annotated[VectorLayout, Depends(get_layout)]
-EmbedderDep = Annotated[Embedder | None, Depends(get_embedder)]
 
 
 @router.post(
@@ -69,7 +62,7 @@ EmbedderDep = Annotated[Embedder | None, Depends(get_embedder)]
     summary="Store a document and its embedding (the owner is you)",
 )
 async def create_document(
-    data: DocumentCreate, session: SessionDep, user: CurrentUser, layout: LayoutDep
+    data: DocumentCreate, session: SessionDep, user: ViewerDep, layout: LayoutDep
 ) -> Any:
     return await service.create_document(session, user, layout, data)
 
@@ -97,8 +90,8 @@ BULK_BODY: dict[str, Any] = {
 async def bulk_load(
     request: Request,
     session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
+    user: ViewerDep,
+    services: ServicesDep,
     layout: LayoutDep,
 ) -> Any:
     service.check_ndjson(request.headers.get("content-type"))
@@ -107,8 +100,8 @@ async def bulk_load(
         user,
         layout,
         request.stream(),
-        max_rows=settings.documents_bulk_max_rows,
-        max_bytes=settings.documents_bulk_max_bytes,
+        max_rows=services.settings.documents_bulk_max_rows,
+        max_bytes=services.settings.documents_bulk_max_bytes,
     )
     return BulkLoadResult(inserted=len(ids), ids=ids)
 
@@ -126,12 +119,13 @@ async def bulk_load(
 async def search_documents(
     search: DocumentSearch,
     session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
+    user: ViewerDep,
+    services: ServicesDep,
     layout: LayoutDep,
-    embedder: EmbedderDep,
 ) -> Any:
-    return await service.search_documents(session, user, layout, settings, search, embedder)
+    return await service.search_documents(
+        session, user, layout, services.settings, search, services.embedder
+    )
 
 
 @router.get(
@@ -140,7 +134,7 @@ async def search_documents(
     responses={**AUTH, **MISSING},
     summary="Read a document (without its vector)",
 )
-async def read_document(document_id: UUID, session: SessionDep, user: CurrentUser) -> Any:
+async def read_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> Any:
     return await service.get_document(session, user, document_id)
 
 
@@ -150,5 +144,5 @@ async def read_document(document_id: UUID, session: SessionDep, user: CurrentUse
     responses={**AUTH, **MISSING},
     summary="Delete a document",
 )
-async def delete_document(document_id: UUID, session: SessionDep, user: CurrentUser) -> None:
+async def delete_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> None:
     await service.delete_document(session, user, document_id)

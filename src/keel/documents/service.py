@@ -26,9 +26,11 @@ from keel.core.errors import (
     UnsupportedMediaType,
 )
 from keel.core.ids import uuid7
+from keel.core.viewer import Viewer
 from keel.documents import repository
 from keel.documents.models import FULL, HALF, Document, Metric, VectorColumn
-from keel.documents.repository import IndexScan, Nearest, VectorLayout
+from keel.documents.repository import IndexScan, Nearest
+from keel.documents.repository import VectorLayout as VectorLayout  # re-exported
 from keel.documents.schemas import (
     DocumentCreate,
     DocumentHit,
@@ -38,7 +40,6 @@ from keel.documents.schemas import (
     metadata_json,
 )
 from keel.embeddings.base import Embedder
-from keel.users.models import User
 
 NOT_FOUND = "No document with this id."
 NDJSON_MEDIA_TYPES = ("application/x-ndjson", "application/jsonl")
@@ -69,12 +70,15 @@ def _check_dimension(vector: Sequence[float], dimension: int, loc: list[str | in
         )
 
 
+load_layout = repository.load_layout  # the table's dimension and HNSW indexes, from the catalog
+
+
 async def create_document(
-    session: AsyncSession, owner: User, layout: VectorLayout, data: DocumentCreate
+    session: AsyncSession, owner: Viewer, layout: VectorLayout, data: DocumentCreate
 ) -> Document:
     _check_dimension(data.embedding, layout.dimension, ["body", "embedding"])
     document = Document(
-        owner_id=owner.id,
+        owner_id=owner.user_id,
         content=data.content,
         metadata_=data.metadata,
         embedding=data.embedding,
@@ -82,7 +86,7 @@ async def create_document(
     return await repository.save(session, document)
 
 
-async def get_document(session: AsyncSession, viewer: User, document_id: UUID) -> Document:
+async def get_document(session: AsyncSession, viewer: Viewer, document_id: UUID) -> Document:
     """Someone else's document is as missing as one that never existed (404, not 403)."""
     document = await repository.get_visible(session, document_id, viewer)
     if document is None:
@@ -90,7 +94,7 @@ async def get_document(session: AsyncSession, viewer: User, document_id: UUID) -
     return document
 
 
-async def delete_document(session: AsyncSession, actor: User, document_id: UUID) -> None:
+async def delete_document(session: AsyncSession, actor: Viewer, document_id: UUID) -> None:
     await repository.delete(session, await get_document(session, actor, document_id))
 
 
@@ -168,7 +172,7 @@ def _parse_line(
 
 async def load_ndjson(
     session: AsyncSession,
-    owner: User,
+    owner: Viewer,
     layout: VectorLayout,
     chunks: AsyncIterator[bytes],
     *,
@@ -192,7 +196,7 @@ async def load_ndjson(
                 raise ContentTooLarge(
                     f"More than {max_rows} documents in one upload.", max_rows=max_rows
                 )
-            record, problems = _parse_line(line, number, owner.id, layout.dimension)
+            record, problems = _parse_line(line, number, owner.user_id, layout.dimension)
             if record is None:
                 invalid_lines += 1
                 errors.extend(problems[: MAX_REPORTED_ERRORS - len(errors)])
@@ -287,7 +291,7 @@ def _score(metric: Metric, distance: float) -> float | None:
 
 async def search_documents(
     session: AsyncSession,
-    viewer: User,
+    viewer: Viewer,
     layout: VectorLayout,
     settings: Settings,
     search: DocumentSearch,
@@ -310,7 +314,7 @@ async def search_documents(
         metric=metric,
         column=column,
         limit=search.limit,
-        owner_id=None if viewer.is_superuser else viewer.id,
+        owner_id=None if viewer.is_superuser else viewer.user_id,
         metadata_filter=search.filter or None,
     )
     scan = None

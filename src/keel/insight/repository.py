@@ -25,6 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 from sqlmodel import col
 
+from keel.core.db import driver_connection
 from keel.posts.models import Post
 from keel.users.models import User
 
@@ -155,25 +156,41 @@ def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return f"EXPLAIN ({EXPLAIN_OPTIONS}) {compiler.process(element.statement, **kw)}"
 
 
-def render_sql(session: AsyncSession, statement: ClauseElement) -> str:
+def render_sql(session: AsyncSession, statement: AnySelect | RawQuery) -> str:
     """The SQL text the session's dialect sends for `statement`, placeholders unfilled."""
+    if isinstance(statement, tuple):
+        return statement[0]
     return str(statement.compile(dialect=session.get_bind().dialect))
 
 
+# A statement the read path sends to the driver as is: SQL with $n placeholders, and values.
+RawQuery = tuple[str, list[Any]]
+
+
 async def explain(
-    session: AsyncSession, statement: AnySelect, *, parallel_workers: int | None = None
+    session: AsyncSession,
+    statement: AnySelect | RawQuery,
+    *,
+    parallel_workers: int | None = None,
 ) -> dict[str, Any]:
     """EXPLAIN ANALYZE `statement` in a read-only savepoint that is always rolled back.
 
     ANALYZE really runs the statement; the named queries only read, and the
-    read-only savepoint makes sure nothing else could slip through.
+    read-only savepoint makes sure nothing else could slip through. Raw statements
+    (the read path's prepared SQL) run on the session's driver connection, inside the
+    same savepoint, with their values bound as when the app runs them.
     """
     savepoint = await session.begin_nested()
     try:
         await session.execute(text("SET LOCAL transaction_read_only = on"))
         if parallel_workers is not None:
             await use_report_planner(session, parallel_workers=parallel_workers)
-        output = (await session.execute(Explain(statement))).scalar_one()
+        if isinstance(statement, tuple):
+            sql, args = statement
+            driver = await driver_connection(session)
+            output = await driver.fetchval(f"EXPLAIN ({EXPLAIN_OPTIONS}) {sql}", *args)
+        else:
+            output = (await session.execute(Explain(statement))).scalar_one()
     finally:
         await savepoint.rollback()
     document = json.loads(output) if isinstance(output, str) else output

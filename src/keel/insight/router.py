@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser, SettingsDep
-from keel.core.db import SessionDep
+from keel.core.db import TransactionDep
+from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, ServicesDep
 from keel.core.routing import KeelRouter, Responses
 from keel.insight import service
 from keel.insight.schemas import DailyStatsReport, ExplainReport, IsoDate, QueryName
@@ -32,9 +32,9 @@ BAD_QUERY: Responses = {422: {"description": "Unknown query name, or an invalid 
     summary="Signups, posts and active authors per UTC day (admins)",
 )
 async def daily_stats(
-    session: SessionDep,
-    _: AdminUser,
-    settings: SettingsDep,
+    session: TransactionDep,
+    _: AdminViewer,
+    services: ServicesDep,
     start: Annotated[IsoDate, Query(description="First UTC day, YYYY-MM-DD.")],
     end: Annotated[IsoDate, Query(description="Last UTC day (included), YYYY-MM-DD.")],
 ) -> Any:
@@ -42,8 +42,8 @@ async def daily_stats(
         session,
         start,
         end,
-        max_days=settings.stats_max_days,
-        parallel_workers=settings.stats_parallel_workers,
+        max_days=services.settings.stats_max_days,
+        parallel_workers=services.settings.stats_parallel_workers,
     )
 
 
@@ -55,9 +55,9 @@ async def daily_stats(
 )
 async def explain_query(
     query_name: QueryName,
-    session: SessionDep,
-    admin: AdminUser,
-    settings: SettingsDep,
+    session: TransactionDep,
+    admin: AdminViewer,
+    services: ServicesDep,
     q: Annotated[
         str,
         Query(
@@ -67,4 +67,4 @@ async def explain_query(
         ),
     ] = "postgres",
 ) -> Any:
-    return await service.explain_query(session, query_name, admin, settings, q=q)
+    return await service.explain_query(session, query_name, admin, services.settings, q=q)

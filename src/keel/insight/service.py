@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
 from keel.core.errors import KeelError
+from keel.core.viewer import Viewer
 from keel.insight import repository
-from keel.insight.repository import AnySelect
+from keel.insight.repository import AnySelect, RawQuery
 from keel.insight.schemas import (
     DailyStat,
     DailyStatsReport,
@@ -20,9 +21,8 @@ from keel.insight.schemas import (
     PlanSummary,
     QueryName,
 )
-from keel.posts.repository import PostFilters, list_visible_statement
-from keel.search.repository import search_statement
-from keel.users.models import User
+from keel.posts.service import PostFilters, list_query
+from keel.search.service import search_statement
 
 RATE_DIGITS = 4
 SAMPLE_PAGE = 20
@@ -80,13 +80,13 @@ async def daily_stats(
 
 
 def _sample(
-    name: QueryName, viewer: User, settings: Settings, *, q: str, today: date
-) -> tuple[AnySelect, int | None]:
+    name: QueryName, viewer: Viewer, settings: Settings, *, q: str, today: date
+) -> tuple[AnySelect | RawQuery, int | None]:
     """The named statement with sample parameters, and the report's planner workers."""
     match name:
         case QueryName.post_list:
             # The first page as the posts router asks for it: one extra row means "more".
-            return list_visible_statement(viewer, PostFilters(), limit=SAMPLE_PAGE + 1), None
+            return list_query(viewer, PostFilters(), limit=SAMPLE_PAGE + 1), None
         case QueryName.post_search:
             config = settings.search_config
             return search_statement(viewer, q, config=config, limit=SAMPLE_PAGE, offset=0), None
@@ -122,7 +122,7 @@ def summarize(plan: dict[str, Any]) -> PlanSummary:
 
 
 async def explain_query(
-    session: AsyncSession, name: QueryName, viewer: User, settings: Settings, *, q: str
+    session: AsyncSession, name: QueryName, viewer: Viewer, settings: Settings, *, q: str
 ) -> ExplainReport:
     """EXPLAIN ANALYZE the named statement, as the app builds it, with `viewer` as viewer."""
     today = datetime.now(UTC).date()

@@ -9,11 +9,10 @@ from uuid import UUID
 from fastapi import Query, status
 from pydantic import BaseModel, ConfigDict
 
-from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser
 from keel.core.db import SessionDep
-from keel.core.errors import NotFound
+from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer
 from keel.core.routing import KeelRouter, Responses
-from keel.jobs import repository
+from keel.jobs import service
 from keel.jobs.models import JobStatus
 
 router = KeelRouter(prefix="/admin/jobs", tags=["admin"])
@@ -47,14 +46,12 @@ class JobOverview(BaseModel):
 )
 async def list_jobs(
     session: SessionDep,
-    admin: AdminUser,
+    admin: AdminViewer,
     job_status: Annotated[JobStatus, Query(alias="status")] = JobStatus.FAILED,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
-    return JobOverview(
-        counts=await repository.counts(session),
-        jobs=await repository.list_jobs(session, job_status, limit),
-    )
+    counts, jobs = await service.overview(session, job_status, limit)
+    return JobOverview(counts=counts, jobs=jobs)
 
 
 @router.post(
@@ -63,6 +60,5 @@ async def list_jobs(
     responses={**ADMIN_ERRORS, 404: {"description": "No failed job with this id"}},
     summary="Queue a failed job again, with fresh attempts",
 )
-async def retry_job(job_id: UUID, session: SessionDep, admin: AdminUser) -> None:
-    if not await repository.retry(session, job_id):
-        raise NotFound("No failed job with this id.")
+async def retry_job(job_id: UUID, session: SessionDep, admin: AdminViewer) -> None:
+    await service.retry(session, job_id)

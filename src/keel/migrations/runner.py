@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from keel.models import APP_SCHEMA
+from keel.core.columns import APP_SCHEMA
 
 SCRIPT_LOCATION = Path(__file__).parent
 

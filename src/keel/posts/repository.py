@@ -1,19 +1,27 @@
-"""SQL for posts: visibility, filters, keyset and offset pages."""
+"""SQL for posts: visibility, filters, keyset and offset pages.
+
+Reads (`read_visible`, `list_visible`) are prepared statements on the read pool that
+select exactly the columns a `PostPublic` carries and return dicts of that shape.
+Writes go through the ORM session, inside the request's transaction.
+"""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, or_, select, true, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer, joinedload
 from sqlmodel import col
 
+from keel.core.db import ReadPool
+from keel.core.viewer import Viewer
 from keel.posts.models import Post
-from keel.users.models import User
+from keel.posts.queries import READ_OPTIONS, visible_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,65 +32,113 @@ class PostFilters:
     created_before: datetime | None = None
 
 
-def visible_to(viewer: User) -> ColumnElement[bool]:
-    """Published posts, plus the viewer's own drafts; admins see everything."""
-    if viewer.is_superuser:
-        return true()
-    return or_(col(Post.is_published).is_(True), col(Post.author_id) == viewer.id)
-
-
-# Reads never need the tsvector (often larger than the content) nor the author's
-# private columns: the response carries only the public profile.
-_PUBLIC_AUTHOR: tuple[Any, ...] = (User.id, User.username, User.full_name, User.created_at)
-_POST_SEARCH: Any = Post.search
-_POST_AUTHOR: Any = Post.author
-READ_OPTIONS = (defer(_POST_SEARCH), joinedload(_POST_AUTHOR).load_only(*_PUBLIC_AUTHOR))
-
-
 def _with_author(statement: Select[Post]) -> Select[Post]:
     return statement.options(*READ_OPTIONS)
 
 
-async def get_visible(session: AsyncSession, post_id: UUID, viewer: User) -> Post | None:
-    statement = _with_author(select(Post).where(col(Post.id) == post_id, visible_to(viewer)))
-    return (await session.scalars(statement)).first()
+# --- the read path ------------------------------------------------------------------------
+
+_PUBLIC_POST_COLUMNS = """
+    p.id, p.title, p.content, p.is_published, p.created_at, p.updated_at,
+    u.id AS author_id, u.username, u.full_name, u.created_at AS author_created_at
+FROM app.posts AS p JOIN app.users AS u ON u.id = p.author_id"""
+# $2 is the viewer, $3 whether they are an admin: the same statement serves everyone.
+READ_VISIBLE = f"""SELECT {_PUBLIC_POST_COLUMNS}
+WHERE p.id = $1 AND (p.is_published OR p.author_id = $2 OR $3)"""
 
 
-def list_visible_statement(
-    viewer: User,
+def public_post(row: Any) -> dict[str, Any]:
+    """A row of `_PUBLIC_POST_COLUMNS` as a `PostPublic`-shaped dict."""
+    return {
+        "id": row[0],
+        "title": row[1],
+        "content": row[2],
+        "is_published": row[3],
+        "author": {"id": row[6], "username": row[7], "full_name": row[8], "created_at": row[9]},
+        "created_at": row[4],
+        "updated_at": row[5],
+    }
+
+
+async def read_visible(reads: ReadPool, post_id: UUID, viewer: Viewer) -> dict[str, Any] | None:
+    row = await reads.fetchrow(READ_VISIBLE, post_id, viewer.user_id, viewer.is_superuser)
+    return None if row is None else public_post(row)
+
+
+# Filter name -> clause, with `{}` for each parameter it takes (numbered when built).
+_LIST_FILTERS: dict[str, str] = {
+    "visible": "(p.is_published OR p.author_id = {})",
+    "author_id": "p.author_id = {}",
+    "published": "p.is_published = {}",
+    "created_after": "p.created_at > {}",
+    "created_before": "p.created_at < {}",
+    "after": "(p.created_at, p.id) < ({}, {})",
+}
+
+
+@functools.cache
+def _list_query(filters: tuple[str, ...]) -> str:
+    """The list statement for one combination of filters, built from constants only.
+
+    A handful of fixed texts, each prepared once per connection, instead of one
+    catch-all statement whose `$n IS NULL OR ...` clauses would defeat the indexes.
+    """
+    numbers = itertools.count(1)
+    clauses = [
+        _LIST_FILTERS[name].format(*(f"${next(numbers)}" for _ in range(_arity(name))))
+        for name in filters
+    ]
+    where = " AND ".join(clauses) or "true"
+    offset, limit = next(numbers), next(numbers)
+    return (
+        f"SELECT {_PUBLIC_POST_COLUMNS}\nWHERE {where}\n"
+        f"ORDER BY p.created_at DESC, p.id DESC OFFSET ${offset} LIMIT ${limit}"
+    )
+
+
+def _arity(name: str) -> int:
+    return _LIST_FILTERS[name].count("{}")
+
+
+def list_query(
+    viewer: Viewer,
     filters: PostFilters,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     offset: int = 0,
-) -> Select[Post]:
-    """Newest first (id breaks ties). `after` continues a keyset page; `offset` skips rows."""
-    statement = select(Post).where(visible_to(viewer))
-    if filters.author_id is not None:
-        statement = statement.where(col(Post.author_id) == filters.author_id)
-    if filters.published is not None:
-        statement = statement.where(col(Post.is_published).is_(filters.published))
-    if filters.created_after is not None:
-        statement = statement.where(col(Post.created_at) > filters.created_after)
-    if filters.created_before is not None:
-        statement = statement.where(col(Post.created_at) < filters.created_before)
-    if after is not None:
-        statement = statement.where(tuple_(col(Post.created_at), col(Post.id)) < tuple_(*after))
-    statement = statement.order_by(col(Post.created_at).desc(), col(Post.id).desc())
-    return _with_author(statement.offset(offset).limit(limit))
+) -> tuple[str, list[Any]]:
+    """The list statement and its arguments: newest first (id breaks ties).
+
+    `after` continues a keyset page; `offset` skips rows.
+    """
+    candidates: list[tuple[str, tuple[Any, ...] | None]] = [
+        ("visible", None if viewer.is_superuser else (viewer.user_id,)),
+        ("author_id", None if filters.author_id is None else (filters.author_id,)),
+        ("published", None if filters.published is None else (filters.published,)),
+        ("created_after", None if filters.created_after is None else (filters.created_after,)),
+        ("created_before", None if filters.created_before is None else (filters.created_before,)),
+        ("after", after),
+    ]
+    present = tuple(name for name, values in candidates if values is not None)
+    args = [value for _, values in candidates if values is not None for value in values]
+    return _list_query(present), [*args, offset, limit]
 
 
-async def list_visible(
-    session: AsyncSession,
-    viewer: User,
+async def list_visible_rows(
+    reads: ReadPool,
+    viewer: Viewer,
     filters: PostFilters,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     offset: int = 0,
-) -> list[Post]:
-    statement = list_visible_statement(viewer, filters, limit=limit, after=after, offset=offset)
-    return list((await session.scalars(statement)).unique().all())
+) -> list[dict[str, Any]]:
+    sql, args = list_query(viewer, filters, limit=limit, after=after, offset=offset)
+    return [public_post(row) for row in await reads.fetch(sql, *args)]
+
+
+# --- the write path -----------------------------------------------------------------------
 
 
 async def save(session: AsyncSession, post: Post) -> Post:
@@ -93,6 +149,11 @@ async def save(session: AsyncSession, post: Post) -> Post:
     loaded = await get_by_id(session, post.id)
     assert loaded is not None  # noqa: S101 - just flushed in this transaction
     return loaded
+
+
+async def get_visible(session: AsyncSession, post_id: UUID, viewer: Viewer) -> Post | None:
+    statement = _with_author(select(Post).where(col(Post.id) == post_id, visible_to(viewer)))
+    return (await session.scalars(statement)).first()
 
 
 async def get_by_id(session: AsyncSession, post_id: UUID) -> Post | None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, Query, Request, status
+from fastapi import Query, Response, status
 
-from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser
 from keel.core.db import SessionDep
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.errors import BadRequest
-from keel.core.pagination import MAX_CURSOR_LENGTH, CursorCodec
+from keel.core.pagination import MAX_CURSOR_LENGTH
+from keel.core.responses import json_response
 from keel.core.routing import KeelRouter, Responses
 from keel.core.types import IsoDatetime
-from keel.posts import repository, service
+from keel.posts import service
 from keel.posts.schemas import PostCreate, PostPage, PostPublic, PostUpdate
 
 router = KeelRouter(prefix="/posts", tags=["posts"])
@@ -25,14 +26,6 @@ MISSING: Responses = {404: {"description": "No such post, or a draft that isn't 
 NOT_YOURS: Responses = {403: {"description": "Published, but not yours to change"}}
 
 
-async def get_cursors(request: Request) -> CursorCodec:
-    cursors: CursorCodec = request.app.state.post_cursors
-    return cursors
-
-
-CursorsDep = Annotated[CursorCodec, Depends(get_cursors)]
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -40,8 +33,8 @@ CursorsDep = Annotated[CursorCodec, Depends(get_cursors)]
     responses=AUTH,
     summary="Write a post (the author is you)",
 )
-async def create_post(data: PostCreate, session: SessionDep, user: CurrentUser) -> Any:
-    return await service.create_post(session, user, data)
+async def create_post(data: PostCreate, session: SessionDep, viewer: ViewerDep) -> Any:
+    return await service.create_post(session, viewer, data)
 
 
 @router.get(
@@ -51,9 +44,8 @@ async def create_post(data: PostCreate, session: SessionDep, user: CurrentUser) 
     summary="List posts, newest first",
 )
 async def list_posts(
-    session: SessionDep,
-    user: CurrentUser,
-    cursors: CursorsDep,
+    viewer: ViewerDep,
+    services: ServicesDep,
     author_id: UUID | None = None,
     published: bool | None = None,
     created_after: IsoDatetime | None = None,
@@ -66,25 +58,21 @@ async def list_posts(
         int | None, Query(ge=0, le=MAX_OFFSET, description="Offset paging instead of cursors.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-) -> Any:
+) -> Response:
     if cursor is not None and offset is not None:
         raise BadRequest("Use either `cursor` or `offset`, not both.")
-    filters = repository.PostFilters(author_id, published, created_after, created_before)
+    cursors = services.post_cursors
+    filters = service.PostFilters(author_id, published, created_after, created_before)
     after = cursors.decode(cursor) if cursor else None
-    rows = await repository.list_visible(
-        session, user, filters, limit=limit + 1, after=after, offset=offset or 0
+    rows = await service.list_posts(
+        services.db.reads, viewer, filters, limit=limit + 1, after=after, offset=offset or 0
     )
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more and offset is None:
-        last = page[-1]
-        assert last.created_at is not None  # noqa: S101 - loaded from the database
-        next_cursor = cursors.encode(last.created_at, last.id)
-    return PostPage(
-        items=[PostPublic.model_validate(post) for post in page],
-        limit=limit,
-        next_cursor=next_cursor,
-        offset=offset,
+        next_cursor = cursors.encode(page[-1]["created_at"], page[-1]["id"])
+    return json_response(
+        {"items": page, "limit": limit, "next_cursor": next_cursor, "offset": offset}
     )
 
 
@@ -94,8 +82,8 @@ async def list_posts(
     responses={**AUTH, **MISSING},
     summary="Read a post",
 )
-async def read_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> Any:
-    return await service.get_post(session, user, post_id)
+async def read_post(post_id: UUID, viewer: ViewerDep, services: ServicesDep) -> Response:
+    return json_response(await service.read_post(services.db.reads, viewer, post_id))
 
 
 @router.patch(
@@ -105,9 +93,9 @@ async def read_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> An
     summary="Change a post (author or admin)",
 )
 async def update_post(
-    post_id: UUID, changes: PostUpdate, session: SessionDep, user: CurrentUser
+    post_id: UUID, changes: PostUpdate, session: SessionDep, viewer: ViewerDep
 ) -> Any:
-    return await service.update_post(session, user, post_id, changes)
+    return await service.update_post(session, viewer, post_id, changes)
 
 
 @router.delete(
@@ -116,5 +104,5 @@ async def update_post(
     responses={**AUTH, **MISSING, **NOT_YOURS},
     summary="Delete a post (author or admin)",
 )
-async def delete_post(post_id: UUID, session: SessionDep, user: CurrentUser) -> None:
-    await service.delete_post(session, user, post_id)
+async def delete_post(post_id: UUID, session: SessionDep, viewer: ViewerDep) -> None:
+    await service.delete_post(session, viewer, post_id)

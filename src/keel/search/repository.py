@@ -14,9 +14,9 @@ from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from keel.core.viewer import Viewer
 from keel.posts.models import Post
-from keel.posts.repository import READ_OPTIONS, visible_to
-from keel.users.models import User
+from keel.posts.queries import READ_OPTIONS, visible_to
 
 MARKS = "StartSel=<mark>, StopSel=</mark>"
 TITLE_HEADLINE = f"{MARKS}, HighlightAll=true"
@@ -43,7 +43,7 @@ def _tsquery(query: str, config: str) -> tuple[Any, Any]:
     return regconfig, func.websearch_to_tsquery(regconfig, query)
 
 
-def _ranked_matches(viewer: User, tsquery: Any) -> Select[UUID, float, datetime]:
+def _ranked_matches(viewer: Viewer, tsquery: Any) -> Select[UUID, float, datetime]:
     """Visible posts matching `tsquery`, best first (ts_rank_cd), newest first on ties."""
     rank = func.ts_rank_cd(col(Post.search), tsquery, 32).label("rank")  # 32: rank/(rank+1)
     return (
@@ -58,7 +58,7 @@ def _ranked_matches(viewer: User, tsquery: Any) -> Select[UUID, float, datetime]
 
 
 def search_statement(
-    viewer: User, query: str, *, config: str, limit: int, offset: int
+    viewer: Viewer, query: str, *, config: str, limit: int, offset: int
 ) -> Select[Post, float, str, str]:
     """Ranked by ts_rank_cd, newest first on ties; headlines only for the returned page."""
     regconfig, tsquery = _tsquery(query, config)
@@ -79,7 +79,7 @@ def search_statement(
 
 
 async def search_posts(
-    session: AsyncSession, viewer: User, query: str, *, config: str, limit: int, offset: int
+    session: AsyncSession, viewer: Viewer, query: str, *, config: str, limit: int, offset: int
 ) -> list[PostHit]:
     statement = search_statement(viewer, query, config=config, limit=limit, offset=offset)
     rows = (await session.execute(statement)).unique().all()
@@ -103,7 +103,7 @@ _NEAREST = text(
 
 
 async def semantic_ranking(
-    session: AsyncSession, viewer: User, vector: list[float], *, limit: int, ef_search: int
+    session: AsyncSession, viewer: Viewer, vector: list[float], *, limit: int, ef_search: int
 ) -> list[tuple[UUID, float]]:
     """The `limit` visible posts nearest to `vector` (cosine distance), nearest first.
 
@@ -120,13 +120,18 @@ async def semantic_ranking(
     )
     rows = await session.execute(
         _NEAREST,
-        {"query": vector, "everything": viewer.is_superuser, "viewer": viewer.id, "limit": limit},
+        {
+            "query": vector,
+            "everything": viewer.is_superuser,
+            "viewer": viewer.user_id,
+            "limit": limit,
+        },
     )
     return [(row.post_id, float(row.distance)) for row in rows]
 
 
 async def keyword_ranking(
-    session: AsyncSession, viewer: User, query: str, *, config: str, limit: int
+    session: AsyncSession, viewer: Viewer, query: str, *, config: str, limit: int
 ) -> list[UUID]:
     """The ids of the `limit` best full-text matches, best first."""
     _, tsquery = _tsquery(query, config)

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 
-from keel.auth.deps import SIGNED_IN_ERRORS, CurrentUser, SettingsDep
-from keel.core.db import SessionDep
+from keel.core.db import TransactionDep
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.routing import KeelRouter
 from keel.posts.schemas import PostPublic, PostSearchHit, PostSearchPage
-from keel.search import repository, service
+from keel.search import service
 
 router = KeelRouter(prefix="/search", tags=["search"])
 
@@ -36,9 +36,9 @@ class Mode(StrEnum):
 )
 async def search_posts(
     request: Request,
-    session: SessionDep,
-    user: CurrentUser,
-    settings: SettingsDep,
+    session: TransactionDep,
+    user: ViewerDep,
+    services: ServicesDep,
     q: Annotated[
         str,
         Query(
@@ -60,24 +60,22 @@ async def search_posts(
     semantic_weight: Annotated[float, Query(ge=0, le=MAX_WEIGHT)] = 1.0,
 ) -> Any:
     query = q.replace("\x00", "").strip()  # PostgreSQL text can't hold NUL
-    if not query:
-        hits: list[repository.PostHit] = []
-    elif mode is Mode.KEYWORD:
-        hits = await repository.search_posts(
-            session, user, query, config=settings.search_config, limit=limit, offset=offset
-        )
+    if mode is Mode.KEYWORD:
+        weights = None
+    elif mode is Mode.SEMANTIC:
+        weights = (0.0, 1.0)
     else:
-        weights = (0.0, 1.0) if mode is Mode.SEMANTIC else (keyword_weight, semantic_weight)
-        hits = await service.fused_search(
-            session,
-            request.app.state.embedder,
-            settings,
-            user,
-            query,
-            weights=weights,
-            limit=limit,
-            offset=offset,
-        )
+        weights = (keyword_weight, semantic_weight)
+    hits = await service.search_posts(
+        session,
+        services.embedder,
+        services.settings,
+        user,
+        query,
+        weights=weights,
+        limit=limit,
+        offset=offset,
+    )
     items = [
         PostSearchHit(
             **PostPublic.model_validate(hit.post).model_dump(),

@@ -7,16 +7,41 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
+from keel.core.viewer import Viewer
 from keel.embeddings.base import Embedder
 from keel.search import repository
-from keel.users.models import User
+
+search_statement = repository.search_statement  # for EXPLAIN of the app's own queries
+
+
+async def search_posts(
+    session: AsyncSession,
+    embedder: Embedder,
+    settings: Settings,
+    viewer: Viewer,
+    query: str,
+    *,
+    weights: tuple[float, float] | None,
+    limit: int,
+    offset: int,
+) -> list[repository.PostHit]:
+    """Keyword search (`weights` None), or fused keyword and semantic rankings."""
+    if not query:
+        return []
+    if weights is None:
+        return await repository.search_posts(
+            session, viewer, query, config=settings.search_config, limit=limit, offset=offset
+        )
+    return await fused_search(
+        session, embedder, settings, viewer, query, weights=weights, limit=limit, offset=offset
+    )
 
 
 async def fused_search(
     session: AsyncSession,
     embedder: Embedder,
     settings: Settings,
-    viewer: User,
+    viewer: Viewer,
     query: str,
     *,
     weights: tuple[float, float],

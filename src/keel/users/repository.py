@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import delete, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from keel.core.db import ReadPool
 from keel.core.errors import Conflict
 from keel.users.models import SEARCH_EXPRESSION, User
+
+# `UserPrivate` of one account, for the read path; metadata stays JSON text (never parsed).
+READ_PRIVATE = """
+SELECT id, username, full_name, created_at, email::text, is_active, is_superuser,
+       is_verified, last_login, metadata::text, updated_at
+FROM app.users WHERE id = $1"""
 
 # Unique constraints and indexes -> the field a client should fix.
 _UNIQUE_FIELDS = {"uq_users_email": "email", "uq_users_username_lower": "username"}
@@ -41,6 +50,26 @@ async def flush_user(session: AsyncSession, user: User) -> User:
 
 async def get(session: AsyncSession, user_id: UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def read_private(reads: ReadPool, user_id: UUID) -> dict[str, Any] | None:
+    """One account as `UserPrivate`-shaped data (metadata as a JSON fragment), or None."""
+    row = await reads.fetchrow(READ_PRIVATE, user_id)
+    if row is None:
+        return None
+    return {
+        "id": row[0],
+        "username": row[1],
+        "full_name": row[2],
+        "created_at": row[3],
+        "email": row[4],
+        "is_active": row[5],
+        "is_superuser": row[6],
+        "is_verified": row[7],
+        "last_login": row[8],
+        "metadata": orjson.Fragment(row[9]),
+        "updated_at": row[10],
+    }
 
 
 async def get_by_login(session: AsyncSession, login: str) -> User | None:

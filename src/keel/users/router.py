@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query, status
+from fastapi import Query, Response, status
 
-from keel.auth.deps import SIGNED_IN_ERRORS, AdminUser, CurrentUser, PasswordsDep, PrincipalDep
 from keel.core.db import SessionDep
+from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, ServicesDep, ViewerDep
+from keel.core.responses import json_response
 from keel.core.routing import KeelRouter, Responses
-from keel.users import repository, service
+from keel.users import service
 from keel.users.schemas import (
     AdminUserCreate,
-    PasswordChange,
     UserPage,
     UserPrivate,
     UserPublic,
@@ -41,15 +41,15 @@ CONFLICT: Responses = {409: {"description": "Email or username already taken"}}
     summary="Create a user (admins)",
 )
 async def create_user(
-    data: AdminUserCreate, session: SessionDep, passwords: PasswordsDep, _: AdminUser
+    data: AdminUserCreate, session: SessionDep, services: ServicesDep, _: AdminViewer
 ) -> Any:
-    return await service.create_user(session, passwords, data)
+    return await service.create_user(session, services.passwords, data)
 
 
 @router.get("", response_model=UserPage, responses=AUTH_ERRORS, summary="List users")
 async def list_users(
     session: SessionDep,
-    _: CurrentUser,
+    _: ViewerDep,
     skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     search: Annotated[
@@ -57,16 +57,15 @@ async def list_users(
         Query(max_length=MAX_SEARCH, description="Fuzzy match on username and full name."),
     ] = None,
 ) -> Any:
-    term = search.replace("\x00", "").strip() if search else None
-    items = await repository.list_users(session, skip=skip, limit=limit, search=term or None)
+    items = await service.list_users(session, skip=skip, limit=limit, search=search)
     return UserPage(
         items=[UserPublic.model_validate(user) for user in items], skip=skip, limit=limit
     )
 
 
 @router.get("/me", response_model=UserPrivate, responses=AUTH_ERRORS, summary="My account")
-async def read_me(user: CurrentUser) -> Any:
-    return user
+async def read_me(viewer: ViewerDep, services: ServicesDep) -> Response:
+    return json_response(await service.read_me(services.db.reads, viewer))
 
 
 @router.patch(
@@ -75,27 +74,8 @@ async def read_me(user: CurrentUser) -> Any:
     responses={**AUTH_ERRORS, 403: {"description": "Admin-only fields"}, **CONFLICT},
     summary="Change my account",
 )
-async def update_me(changes: UserUpdate, session: SessionDep, user: CurrentUser) -> Any:
-    return await service.update_user(session, user, user.id, changes)
-
-
-@router.post(
-    "/me/password",
-    status_code=status.HTTP_204_NO_CONTENT,
-    responses=AUTH_ERRORS,
-    summary="Change my password (ends my other sessions)",
-)
-async def change_password(
-    data: PasswordChange, session: SessionDep, passwords: PasswordsDep, principal: PrincipalDep
-) -> None:
-    await service.change_password(
-        session,
-        passwords,
-        principal.user,
-        data.current_password,
-        data.new_password,
-        keep_family=UUID(principal.claims.family),
-    )
+async def update_me(changes: UserUpdate, session: SessionDep, viewer: ViewerDep) -> Any:
+    return await service.update_user(session, viewer, viewer.user_id, changes)
 
 
 @router.get(
@@ -104,7 +84,7 @@ async def change_password(
     responses={**AUTH_ERRORS, **NOT_FOUND},
     summary="A user's public profile",
 )
-async def read_user(user_id: UUID, session: SessionDep, _: CurrentUser) -> Any:
+async def read_user(user_id: UUID, session: SessionDep, _: ViewerDep) -> Any:
     return await service.get_user(session, user_id)
 
 
@@ -120,7 +100,7 @@ async def read_user(user_id: UUID, session: SessionDep, _: CurrentUser) -> Any:
     summary="Change a user (themselves or admins)",
 )
 async def update_user(
-    user_id: UUID, changes: UserUpdate, session: SessionDep, actor: CurrentUser
+    user_id: UUID, changes: UserUpdate, session: SessionDep, actor: ViewerDep
 ) -> Any:
     return await service.update_user(session, actor, user_id, changes)
 
@@ -131,5 +111,5 @@ async def update_user(
     responses={**ADMIN_ERRORS, **NOT_FOUND},
     summary="Delete a user (admins)",
 )
-async def delete_user(user_id: UUID, session: SessionDep, _: AdminUser) -> None:
+async def delete_user(user_id: UUID, session: SessionDep, _: AdminViewer) -> None:
     await service.delete_user(session, user_id)

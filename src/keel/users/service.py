@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.auth import repository as sessions
 from keel.config import Settings
+from keel.core.db import ReadPool
 from keel.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from keel.core.passwords import PasswordHasher
+from keel.core.viewer import Viewer, evict_after_commit
 from keel.users import repository
 from keel.users.models import User
 from keel.users.schemas import ADMIN_ONLY_FIELDS, AdminUserCreate, UserCreate, UserUpdate
@@ -41,11 +43,35 @@ async def get_user(session: AsyncSession, user_id: UUID) -> User:
     return user
 
 
+# Lookups the auth domain builds sign-in, tokens and resets on.
+find = repository.get
+find_by_login = repository.get_by_login
+find_by_email = repository.get_by_email
+record_login = repository.record_login
+set_password_hash = repository.set_password_hash
+
+
+async def read_me(reads: ReadPool, viewer: Viewer) -> dict[str, Any]:
+    """The caller's own account as `UserPrivate` data: one round trip on the read pool."""
+    me = await repository.read_private(reads, viewer.user_id)
+    if me is None:
+        raise NotFound("No user with this id.")
+    return me
+
+
+async def list_users(
+    session: AsyncSession, *, skip: int, limit: int, search: str | None
+) -> list[User]:
+    """Newest first; with `search` (NULs dropped, trimmed), ranked by similarity."""
+    term = search.replace("\x00", "").strip() if search else None
+    return await repository.list_users(session, skip=skip, limit=limit, search=term or None)
+
+
 async def update_user(
-    session: AsyncSession, actor: User, user_id: UUID, changes: UserUpdate
+    session: AsyncSession, actor: Viewer, user_id: UUID, changes: UserUpdate
 ) -> User:
     """Apply a PATCH. Users may change themselves; admins anyone, flags included."""
-    if actor.id != user_id and not actor.is_superuser:
+    if actor.user_id != user_id and not actor.is_superuser:
         raise Forbidden("You may only change your own account.")
     fields = changes.model_dump(exclude_unset=True)
     forbidden = sorted(ADMIN_ONLY_FIELDS & fields.keys())
@@ -61,24 +87,26 @@ async def update_user(
     for name, value in fields.items():
         if value is not None or name in CLEARABLE_FIELDS:  # null leaves the rest unchanged
             setattr(user, name, value)
+    if {"is_active", "is_superuser"} & fields.keys():
+        evict_after_commit(session, user_id=user.id)
     return await repository.flush_user(session, user)
 
 
-async def change_password(
+async def replace_password(
     session: AsyncSession,
     passwords: PasswordHasher,
-    user: User,
+    user_id: UUID,
     current_password: str,
     new_password: str,
-    keep_family: UUID,
 ) -> None:
-    """Needs the current password; ends every other session of the user."""
+    """Set a new password if `current_password` is right (ending sessions is auth's part)."""
+    user = await get_user(session, user_id)
     valid, _ = await passwords.verify(current_password, user.hashed_password)
     if not valid:
         raise Unauthorized("The current password is incorrect.")
     user.hashed_password = await passwords.hash(new_password)
     await session.flush()
-    await sessions.revoke_user_families(session, user.id, "password changed", keep=keep_family)
+    evict_after_commit(session, user_id=user.id)
 
 
 async def delete_user(session: AsyncSession, user_id: UUID) -> None:

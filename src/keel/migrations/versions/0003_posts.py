@@ -12,12 +12,19 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from keel.config import get_settings
-from keel.posts.models import search_vector_sql
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def search_vector_sql(config: str) -> str:
+    # Frozen copy of keel.posts.models.search_vector_sql as of this revision.
+    return (
+        f"setweight(to_tsvector('{config}'::regconfig, coalesce(title, '')), 'A') || "
+        f"setweight(to_tsvector('{config}'::regconfig, coalesce(content, '')), 'B')"
+    )
 
 
 def _search_config() -> str:

@@ -10,6 +10,7 @@ Create Date: 2026-11-25
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from alembic import op
@@ -17,12 +18,40 @@ from pgvector.sqlalchemy import HALFVEC, Vector
 from sqlalchemy.dialects import postgresql
 
 from keel.config import Settings, get_settings
-from keel.documents.models import HNSW_MAX_DIMENSIONS, INDEXED_COLUMNS, half_vector_sql
 
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+# Frozen copies of keel.documents.models' vector layout as of this revision.
+HNSW_MAX_DIMENSIONS = {"vector": 2000, "halfvec": 4000}
+OPCLASS_SUFFIXES = {
+    "cosine": "cosine_ops",
+    "l2": "l2_ops",
+    "inner_product": "ip_ops",
+    "l1": "l1_ops",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VectorColumn:
+    name: str
+    type_name: str
+    index_name: str
+
+    def opclass(self, metric: str) -> str:
+        return f"{self.type_name}_{OPCLASS_SUFFIXES[metric]}"
+
+
+FULL = VectorColumn("embedding", "vector", "ix_documents_embedding_hnsw")
+HALF = VectorColumn("embedding_half", "halfvec", "ix_documents_embedding_half_hnsw")
+INDEXED_COLUMNS = {"vector": (FULL,), "halfvec": (HALF,), "both": (FULL, HALF)}
+
+
+def half_vector_sql(dimension: int) -> str:
+    return f"embedding::halfvec({dimension})"
 
 
 def _vector_settings() -> Settings:

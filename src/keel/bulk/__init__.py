@@ -1,0 +1,1 @@
+"""Bulk imports: streamed files and JSON_TABLE documents into the app's tables."""

@@ -1,0 +1,24 @@
+"""The job queue as administrators see it: counts, recent jobs, retries."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.core.errors import NotFound
+from keel.jobs import repository
+from keel.jobs.models import Job, JobStatus
+
+
+async def overview(
+    session: AsyncSession, status: JobStatus, limit: int
+) -> tuple[dict[str, int], list[Job]]:
+    """Queue counts by status, and the latest `limit` jobs in `status`."""
+    return await repository.counts(session), await repository.list_jobs(session, status, limit)
+
+
+async def retry(session: AsyncSession, job_id: UUID) -> None:
+    """Queue a failed job again, with fresh attempts; 404 if there is no such failed job."""
+    if not await repository.retry(session, job_id):
+        raise NotFound("No failed job with this id.")

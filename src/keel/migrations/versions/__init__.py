@@ -1,0 +1,1 @@
+"""Alembic revisions: frozen history, never importing the live models."""
