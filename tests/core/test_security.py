@@ -9,12 +9,16 @@ import jwt
 import pytest
 
 from keel.config import Settings
+from keel.core import security
 from keel.core.errors import Unauthorized
 from keel.core.security import (
+    LEEWAY,
     REQUIRED_CLAIMS,
     InvalidToken,
+    TokenClaims,
     TokenService,
     TokenType,
+    VerifiedTokenCache,
     derive_signing_key,
     key_id,
 )
@@ -294,3 +298,37 @@ def test_subject_or_none_names_only_valid_access_tokens(service: TokenService) -
     assert service.subject_or_none(refresh) is None
     assert service.subject_or_none(access[:-2]) is None
     assert service.subject_or_none("garbage") is None
+
+
+def test_verified_tokens_are_cached_until_they_expire_and_the_cache_is_bounded(
+    service: TokenService,
+) -> None:
+    cache = VerifiedTokenCache(service, max_entries=10)
+    token = service.issue(subject="u", family="f", type="access").token
+    first = cache.verify_access(token)
+    assert cache.verify_access(token) is first  # the second time costs no verification
+    with pytest.raises(InvalidToken):
+        cache.verify_access(token + "x")  # an altered token never matches an entry
+    with pytest.raises(InvalidToken):
+        cache.verify_access(service.issue(subject="u", family="f", type="refresh").token)
+    for n in range(25):
+        cache.verify_access(service.issue(subject=f"u{n}", family="f", type="access").token)
+    assert len(cache) <= 10
+
+
+def test_a_cached_token_is_verified_afresh_once_it_expires(
+    service: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = VerifiedTokenCache(service)
+    token = service.issue(subject="u", family="f", type="access").token
+    claims = cache.verify_access(token)
+    later = claims.expires_at.timestamp() + LEEWAY.total_seconds() + 1
+    monkeypatch.setattr(security.time, "time", lambda: later)
+
+    def expired(token: str, *, expected: str) -> TokenClaims:
+        raise InvalidToken("The token has expired.")  # what PyJWT says at that time
+
+    monkeypatch.setattr(service, "verify", expired)
+    with pytest.raises(InvalidToken):
+        cache.verify_access(token)
+    assert len(cache) == 0
