@@ -131,4 +131,4 @@ def _route_keys(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, str]
         if included is not None:
             yield from _route_keys(included.routes, prefix + getattr(route, "prefix", ""))
         elif isinstance(route, APIRoute):
-            yield prefix + route.path, ",".join(sorted(route.methods))
+            yield prefix + route.path, ",".join(sorted(route.methods or ()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -323,7 +324,7 @@ def test_a_cached_token_is_verified_afresh_once_it_expires(
     token = service.issue(subject="u", family="f", type="access").token
     claims = cache.verify_access(token)
     later = claims.expires_at.timestamp() + LEEWAY.total_seconds() + 1
-    monkeypatch.setattr(security.time, "time", lambda: later)
+    monkeypatch.setattr(security, "time", SimpleNamespace(time=lambda: later))
 
     def expired(token: str, *, expected: str) -> TokenClaims:
         raise InvalidToken("The token has expired.")  # what PyJWT says at that time
