@@ -25,10 +25,16 @@ def _default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
-    """`content` as an application/json response, serialized by orjson in one pass."""
-    return Response(
+def json_response(content: Any, carried: Response | None = None) -> Response:
+    """`content` as an application/json response, serialized by orjson in one pass.
+
+    `carried` is the endpoint's injected `Response`: headers that dependencies set on it
+    (RateLimit-*) travel on, since FastAPI ignores it once an endpoint returns its own.
+    """
+    response = Response(
         orjson.dumps(content, default=_default, option=JSON_OPTIONS),
-        status_code=status_code,
         media_type="application/json",
     )
+    if carried is not None:
+        response.raw_headers.extend(carried.raw_headers)
+    return response

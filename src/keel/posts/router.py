@@ -46,6 +46,7 @@ async def create_post(data: PostCreate, session: SessionDep, viewer: ViewerDep) 
 async def list_posts(
     viewer: ViewerDep,
     services: ServicesDep,
+    response: Response,
     author_id: UUID | None = None,
     published: bool | None = None,
     created_after: IsoDatetime | None = None,
@@ -72,7 +73,7 @@ async def list_posts(
     if more and offset is None:
         next_cursor = cursors.encode(page[-1]["created_at"], page[-1]["id"])
     return json_response(
-        {"items": page, "limit": limit, "next_cursor": next_cursor, "offset": offset}
+        {"items": page, "limit": limit, "next_cursor": next_cursor, "offset": offset}, response
     )
 
 
@@ -82,8 +83,10 @@ async def list_posts(
     responses={**AUTH, **MISSING},
     summary="Read a post",
 )
-async def read_post(post_id: UUID, viewer: ViewerDep, services: ServicesDep) -> Response:
-    return json_response(await service.read_post(services.db.reads, viewer, post_id))
+async def read_post(
+    post_id: UUID, viewer: ViewerDep, services: ServicesDep, response: Response
+) -> Response:
+    return json_response(await service.read_post(services.db.reads, viewer, post_id), response)
 
 
 @router.patch(

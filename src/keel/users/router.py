@@ -64,8 +64,8 @@ async def list_users(
 
 
 @router.get("/me", response_model=UserPrivate, responses=AUTH_ERRORS, summary="My account")
-async def read_me(viewer: ViewerDep, services: ServicesDep) -> Response:
-    return json_response(await service.read_me(services.db.reads, viewer))
+async def read_me(viewer: ViewerDep, services: ServicesDep, response: Response) -> Response:
+    return json_response(await service.read_me(services.db.reads, viewer), response)
 
 
 @router.patch(
