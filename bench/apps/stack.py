@@ -1,24 +1,26 @@
-"""ASGI app factories for benchmarks, run by uvicorn as `--factory bench.apps:NAME`.
+"""Keel's app with pieces of its middleware stack taken out (`bench.apps.stack:NAME`).
 
-Besides the baseline `bare_app`, the `full_without_*` / `full_no_*` factories take one piece
-out of the production stack, so bench/middleware_breakdown.py can price each piece. Each
-uvicorn process calls one factory, so patching module globals here affects only that server.
+`no_middleware` is Keel with no middleware at all; the `full_without_*` / `full_no_*`
+factories take one piece out of the production stack, so the middleware scenarios can price
+each piece. Each uvicorn process calls one factory, so patching module globals here affects
+only that server. `VARIANTS` lists them for `bench.harness.load.Variant` users.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from starlette.middleware.gzip import GZipMiddleware
 
 import keel.core.metrics
 import keel.core.middleware as mw
+from bench.harness.load import Variant
 from keel.app import build_middleware, create_app
 from keel.config import get_settings
 
 
-def bare_app() -> FastAPI:
+def no_middleware() -> FastAPI:
     """Keel with no middleware at all: the baseline for the middleware-overhead benchmark."""
     return create_app(middleware=False)
 
@@ -35,10 +37,12 @@ def _full_without(*classes: type) -> FastAPI:
     """The production stack minus the middlewares of the given classes (at least one)."""
     app = create_app(middleware=False)
     stack = build_middleware(get_settings())
-    kept = [m for m in stack if m.cls not in classes]
+    kept = [m for m in stack if m.cls not in cast(tuple[object, ...], classes)]
     if len(kept) == len(stack):
         names = ", ".join(c.__name__ for c in classes)
-        raise RuntimeError(f"none of {names} is in the middleware stack: update bench/apps.py")
+        raise RuntimeError(
+            f"none of {names} is in the middleware stack: update bench/apps/stack.py"
+        )
     app.user_middleware = kept
     return app
 
@@ -48,7 +52,7 @@ class _NullLogger:
         return None
 
 
-def _no_observe(*_: Any) -> None:
+def _no_observe(method: str, route: str, status: int, seconds: float) -> None:
     return None
 
 
@@ -85,3 +89,23 @@ def full_no_log_no_metrics() -> FastAPI:
     mw.access_log = _NullLogger()
     keel.core.metrics.observe_request = _no_observe
     return create_app()
+
+
+def _variant(name: str, *, request_id: bool = True) -> Variant:
+    return Variant(name, f"bench.apps.stack:{name}", has_request_id=request_id)
+
+
+FULL = Variant("full", "keel.app:create_app", has_request_id=True)
+NO_MIDDLEWARE = _variant("no_middleware", request_id=False)
+# The full stack, then each piece taken out in turn.
+VARIANTS = (
+    FULL,
+    NO_MIDDLEWARE,
+    _variant("full_without_request_context", request_id=False),
+    _variant("full_without_security_headers"),
+    _variant("full_without_body_limit"),
+    _variant("full_without_gzip"),
+    _variant("full_no_access_log"),
+    _variant("full_no_metrics"),
+    _variant("full_no_log_no_metrics"),
+)

@@ -1,8 +1,5 @@
 """Embedding throughput of the in-process all-MiniLM-L6-v2 (numpy, no torch).
 
-    uv run python bench/embeddings.py [--sentences 2000] [--posts 200] [--batch-sizes 1,16,64]
-                                      [--repeats 3] [--seed 1] [--quiet-wait 120]
-
 Texts come from keel.seed's FakeRows (the seed's Faker pools): post titles as the
 "sentences" corpus (3-11 words, ~9 tokens) and title + content of whole posts as the
 "posts" corpus (~130 tokens, some cut at the model's 256). Each corpus is embedded with
@@ -15,24 +12,23 @@ two fresh child processes:
 
 Also reports the model's load time (tokenizer + weights) in a fresh process. Other
 processes' CPU use is measured during each run, as in the HTTP benchmarks.
-Results go to bench/results/embeddings.{json,md}; see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import _harness as h
+from bench.harness import results as res
+from bench.harness.base import SERVER_CPU, BenchError, say
+from bench.harness.noise import NOISY_OTHER_CPU_PCT, cpu_split, wait_for_quiet
+from bench.harness.proc import run_child, source_tree
+from bench.harness.scenario import Results, Scenario, first_line
 
 NAME = "embeddings"
 MODES = {
@@ -59,7 +55,7 @@ def corpora(sentences: int, posts: int, seed: int) -> dict[str, list[str]]:
     }
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
+def child(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Runs in the measured process: load the model, then time every corpus × batch size."""
     t0 = time.perf_counter()
     from keel.embeddings.minilm import MiniLMEmbedder
@@ -67,7 +63,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import_s = time.perf_counter() - t0
     embedder = MiniLMEmbedder()
     embedder.load()
-    texts = corpora(args.sentences, args.posts, args.seed)
+    texts = corpora(spec["sentences"], spec["posts"], spec["seed"])
     embedder.embed_sync(texts["sentences"][:64] + texts["posts"][:16])  # warm caches and pools
     out: dict[str, Any] = {
         "import_s": import_s,
@@ -78,18 +74,18 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     }
     for corpus, batch in texts.items():
         tokens = [len(ids) for ids in embedder.token_ids(batch)]
-        for size in args.batch_sizes:
+        for size in spec["batch_sizes"]:
             walls, cpus, others = [], [], []
-            for _ in range(args.repeats):
-                with h.cpu_meter(os.getpid()) as other_cpu:
+            for _ in range(spec["repeats"]):
+                with cpu_split() as noise:
                     w0, c0 = time.perf_counter(), time.process_time()
                     vectors = embedder.embed_sync(batch, batch_size=size)
                     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 walls.append(wall)
                 cpus.append(cpu / wall * 100)
-                others.append(other_cpu() or 0.0)
+                others.append(noise().other_pct)
             if vectors.shape != (len(batch), embedder.dimension):
-                raise h.BenchError(f"bad output shape {vectors.shape}")
+                raise BenchError(f"bad output shape {vectors.shape}")
             wall = statistics.median(walls)
             out["runs"].append(
                 {
@@ -105,42 +101,46 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                     "other_cpu_pct": statistics.median(others),
                 }
             )
-            print(
+            say(
                 f"  {corpus:>9} batch {size:>3}: {len(batch) / wall:8.1f} texts/s"
-                f"  CPU {statistics.median(cpus):.0f}%  other CPU {statistics.median(others):.0f}%",
-                file=sys.stderr,
+                f"  CPU {statistics.median(cpus):.0f}%  other CPU {statistics.median(others):.0f}%"
             )
     return out
 
 
-def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Start a fresh child for one mode and return what it measured."""
-    h.wait_for_quiet(args.quiet_wait)
-    print(f"{mode}:", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
-        out = Path(tmp) / "result.json"  # not stdout: the model's load is logged there
-        argv = [sys.executable, __file__, f"--child-out={out}", *child_args(args)]
-        if mode == "1 core":
-            argv = h.pinned(h.SERVER_CPU, argv)
-        env = {**os.environ, **MODES[mode]}
-        proc = subprocess.run(argv, cwd=h.REPO_ROOT, env=env, check=False)
-        if proc.returncode != 0:
-            raise h.BenchError(f"{mode}: child exited with {proc.returncode}")
-        result: dict[str, Any] = json.loads(out.read_text())
-    return result
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sentences", type=int, default=2_000)
+    parser.add_argument("--posts", type=int, default=200)
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=[1, 16, 64])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
 
 
-def child_args(args: argparse.Namespace) -> list[str]:
-    return [
-        f"--sentences={args.sentences}",
-        f"--posts={args.posts}",
-        f"--batch-sizes={','.join(map(str, args.batch_sizes))}",
-        f"--repeats={args.repeats}",
-        f"--seed={args.seed}",
-    ]
+def batch_sizes(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
-def render(data: dict[str, Any]) -> str:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    spec = {
+        "sentences": args.sentences,
+        "posts": args.posts,
+        "batch_sizes": args.batch_sizes,
+        "repeats": args.repeats,
+        "seed": args.seed,
+    }
+    modes: dict[str, Any] = {}
+    with source_tree(args.ref) as src:
+        for mode, env in MODES.items():
+            wait_for_quiet(args.quiet_wait)
+            say(f"{mode}:")
+            cpu = SERVER_CPU if mode == "1 core" else None
+            target = "bench.scenarios.embeddings:child"
+            modes[mode] = run_child(target, spec, src=src, cpu=cpu, env=env)
+    worst = max(r["other_cpu_pct"] for m in modes.values() for r in m["runs"])
+    return {"modes": modes, "noisy": worst >= NOISY_OTHER_CPU_PCT}
+
+
+def render(data: Mapping[str, Any]) -> str:
     modes = data["modes"]
     header = ["corpus (mean tokens)", "batch", *(f"{m}: texts/s" for m in modes)]
     header += [f"{m}: ms/text" for m in modes] + [f"{m}: CPU %" for m in modes]
@@ -168,7 +168,7 @@ def render(data: dict[str, Any]) -> str:
         f"median of {s['repeats']} runs per cell; texts/s counts every text, tokens include "
         "[CLS]/[SEP] and stop at 256.",
         "",
-        h.markdown_table(header, rows),
+        res.markdown_table(header, rows),
         "",
         f"Corpora from `keel.seed` (seed {s['seed']}): {s['sentences']:,} post titles and "
         f'{s["posts"]:,} whole posts (title + content). "all cores": default BLAS/tokenizer '
@@ -180,7 +180,7 @@ def render(data: dict[str, Any]) -> str:
         f"`keel.embeddings.minilm` (numpy, tokenizers, structlog, ...): {imports}.",
         f"Other processes used at most {worst:.0f}% of a core during the runs.",
     ]
-    if worst >= h.NOISY_OTHER_CPU_PCT:
+    if worst >= NOISY_OTHER_CPU_PCT:
         lines += [
             "",
             f"**Warning: other processes used up to {worst:.0f}% of a core during the runs; "
@@ -189,37 +189,53 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def batch_sizes(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+def _cell(data: Mapping[str, Any], corpus: str, size: int, mode: str) -> str:
+    runs = data["modes"][mode]["runs"]
+    run = next((r for r in runs if r["corpus"] == corpus and r["batch_size"] == size), None)
+    return f"{run['texts_per_s']:,.0f}" if run else ""
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sentences", type=int, default=2_000)
-    parser.add_argument("--posts", type=int, default=200)
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=[1, 16, 64])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quiet-wait", type=float, default=120.0)
-    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child_out is not None:
-        args.child_out.write_text(json.dumps(child(args)))
-        return 0
-    data: dict[str, Any] = {
-        "name": NAME,
-        "timestamp": h.now_iso(),
-        "commit": h.git_commit(),
-        "settings": {k: v for k, v in vars(args).items() if k != "child_out"},
-        "modes": {mode: run_mode(mode, args) for mode in MODES},
-    }
-    worst = max(r["other_cpu_pct"] for m in data["modes"].values() for r in m["runs"])
-    data["noisy"] = worst >= h.NOISY_OTHER_CPU_PCT
-    markdown = render(data)
-    h.write_results(NAME, data, markdown)
-    print(markdown)
-    return 0
+def table(results: Results) -> str:
+    stem, data = next(iter(results.items()))
+    modes = list(data["modes"])
+    first = data["modes"][modes[0]]["runs"]
+    corpora_seen = list(dict.fromkeys(r["corpus"] for r in first))
+    sizes = list(dict.fromkeys(r["batch_size"] for r in first))
+    rows = []
+    for corpus in corpora_seen:
+        tokens = next(r["mean_tokens"] for r in first if r["corpus"] == corpus)
+        rows.append(
+            [
+                f"{corpus} (~{tokens:.0f} tokens), {' / '.join(modes)}",
+                *(" / ".join(_cell(data, corpus, size, m) for m in modes) for size in sizes),
+            ]
+        )
+    header = ["texts/s (median)", *(f"batch {size}" for size in sizes)]
+    loads = ", ".join(f"{m} {v['load_s']:.2f} s" for m, v in data["modes"].items())
+    note = f"Model load: {loads}. From {res.source_line(data, stem)}."
+    return f"{res.markdown_table(header, rows)}\n\n{note}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def headline(results: Results) -> list[list[str]]:
+    data = next(iter(results.values()))
+    one = data["modes"].get("1 core", {}).get("runs", [])
+    best = {r["corpus"]: r for r in one if r["batch_size"] == max(x["batch_size"] for x in one)}
+    if not best:
+        return []
+    parts = [
+        f"{r['texts_per_s']:,.0f} {c}/s (~{r['mean_tokens']:.0f} tokens)" for c, r in best.items()
+    ]
+    return [
+        ["MiniLM embedding, one process on one core, largest batch", "; ".join(parts), "report"]
+    ]
+
+
+SCENARIO = Scenario(
+    name="embeddings",
+    summary=first_line(__doc__),
+    add_arguments=add_arguments,
+    run=run,
+    render=render,
+    table=table,
+    headline=headline,
+)

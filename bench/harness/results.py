@@ -1,0 +1,89 @@
+"""Results: JSON files under bench/results/, and the Markdown rendered from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.harness.base import RESULTS_DIR
+
+
+def results_name(base: str, headers: Sequence[str]) -> str:
+    """base, or base plus a slug of the extra request headers so runs don't overwrite it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(headers).lower()).strip("-")
+    return f"{base}__{slug}" if slug else base
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = dataclasses.asdict(value)
+        errors = getattr(value, "errors", None)  # WrkResult's derived total
+        return {**out, "errors": errors} if isinstance(errors, int) else out
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def to_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, default=_jsonable, ensure_ascii=False) + "\n"
+
+
+def write_json(stem: str, data: Mapping[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{stem}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(to_json(data))
+    tmp.replace(path)
+    return path
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def load_results(name: str, results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, Any]]:
+    """Every result file of a scenario: `<name>.json` and `<name>__<variant>.json`, by stem."""
+    paths = [results_dir / f"{name}.json", *sorted(results_dir.glob(f"{name}__*.json"))]
+    return {p.stem: load_json(p) for p in paths if p.exists()}
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def source_line(data: Mapping[str, Any], stem: str) -> str:
+    """Where a table's figures come from: file, date, commit."""
+    date = str(data.get("timestamp", "?"))[:10]
+    commit = str(data.get("commit", "?"))
+    short = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+    return f"`results/{stem}.json`, {date}, commit {short}"
+
+
+def server_line(data: Mapping[str, Any]) -> str:
+    """The servers' configuration, in a few words (older results recorded none)."""
+    server = data.get("server")
+    if not isinstance(server, Mapping):
+        return "server config not recorded (older harness: testing env, limiter off)"
+    parts = [str(server.get("environment", "?"))]
+    limiter = server.get("limiter", "?")
+    parts.append(
+        f"limiter {limiter}" + (f" ({server.get('api_limit')})" if limiter != "off" else "")
+    )
+    parts.append("worker " + ("on" if server.get("worker") else "off"))
+    parts.append("access log " + ("on" if server.get("access_log") else "off"))
+    return ", ".join(parts)
+
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else ("PASS" if ok else "FAIL")

@@ -1,0 +1,165 @@
+"""Closed-loop load with wrk: run it pinned to the client core and parse what it prints."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench.harness.base import CLIENT_CPU, BenchError
+from bench.harness.proc import pinned
+
+_COUNT_UNITS = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
+_TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_SOCKET_ERRORS = r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"
+_PERCENTILE_LINE = r"^\s+(\d+)%\s+(\S+)\s*$"
+
+
+def parse_count(text: str) -> float:
+    """wrk's scaled counts: '850', '1.23k', '2.00M'."""
+    match = re.fullmatch(_NUMBER + r"([kMG]?)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk count: {text!r}")
+    return float(match[1]) * _COUNT_UNITS[match[2]]
+
+
+def parse_duration_ms(text: str) -> float:
+    """wrk's durations in milliseconds: '850.00us', '2.1ms', '1.00s', '1.00m'."""
+    match = re.fullmatch(_NUMBER + r"(us|ms|s|m|h)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match[1]) * _TIME_UNITS_MS[match[2]]
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run, latencies in milliseconds."""
+
+    requests_per_sec: float
+    requests: int
+    latency_avg_ms: float
+    latency_ms: dict[str, float]  # percentile ("50", "75", "90", "99") -> ms
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    # CPU other processes used during the run, in % of one core (noise on a shared box).
+    other_cpu_pct: float | None = None
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse `wrk --latency` output."""
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            raise BenchError(f"wrk output lacks /{pattern}/:\n{output}")
+        return match
+
+    rps = float(find(r"^Requests/sec:\s+" + _NUMBER)[1])
+    total = int(find(r"^\s*(\d+) requests in ")[1])
+    avg = parse_duration_ms(find(r"^\s*Latency\s+(\S+)")[1])
+    pcts = {
+        m[1]: parse_duration_ms(m[2]) for m in re.finditer(_PERCENTILE_LINE, output, re.MULTILINE)
+    }
+    if not {"50", "99"} <= pcts.keys():
+        raise BenchError(f"wrk output without the 50%/99% latency lines:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sock = re.search(_SOCKET_ERRORS, output)
+    socket_errors = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True))
+        if sock
+        else {}
+    )
+    return WrkResult(rps, total, avg, pcts, int(non_2xx[1]) if non_2xx else 0, socket_errors)
+
+
+def require_wrk() -> str:
+    """Path of wrk, or exit with how to install it."""
+    path = shutil.which("wrk")
+    if path is None:
+        sys.exit("wrk is not installed. Install it with:  apt-get install -y wrk")
+    return path
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk sends: one path, or a random pick among `paths` per request (Lua)."""
+
+    path: str
+    paths: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def with_headers(self, extra: Mapping[str, str]) -> Load:
+        return replace(self, headers={**extra, **self.headers})
+
+
+def run_wrk(
+    url: str,
+    *,
+    duration: float,
+    connections: int,
+    threads: int,
+    headers: Mapping[str, str] | None = None,
+    script: Path | None = None,
+) -> tuple[WrkResult, str]:
+    """Run `wrk --latency` pinned to CLIENT_CPU; the parsed result and wrk's raw output."""
+    seconds = max(1, round(duration))
+    argv = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    proc = subprocess.run(
+        pinned(CLIENT_CPU, [*argv, url]),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed (exit {proc.returncode}): {proc.stderr or proc.stdout}")
+    return parse_wrk(proc.stdout), proc.stdout
+
+
+def path_picker_lua(paths: Sequence[str], dest: Path, seed: int = 1) -> Path:
+    """Write a wrk script sending GET to a random one of `paths` per request (-H headers kept).
+
+    Requests are formatted once per thread in init(); each thread has its own seed.
+    """
+    items = ",\n".join(f'  "{p}"' for p in paths if '"' not in p and "\\" not in p)
+    if not items:
+        raise ValueError("no usable paths")
+    dest.write_text(
+        f"""-- generated by bench/harness/wrk.py
+local paths = {{
+{items}
+}}
+local counter = 0
+local reqs = {{}}
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+function init(args)
+  math.randomseed({int(seed)} * 1000 + (tid or 0))
+  for i, p in ipairs(paths) do
+    reqs[i] = wrk.format(nil, p)
+  end
+end
+
+function request()
+  return reqs[math.random(#reqs)]
+end
+"""
+    )
+    return dest
