@@ -39,7 +39,10 @@ def summary_table(results_dir: Path) -> str:
     for scenario in all_scenarios():
         results = load_results(scenario.name, results_dir)
         if results:
-            rows += [[f"`{scenario.name}`", *row] for row in scenario.headline(results)]
+            rows += [
+                [f"`{scenario.name}`", *(cell.replace("**", "") for cell in row)]
+                for row in scenario.headline(results)
+            ]
     return markdown_table(["scenario", "figure", "measured", "target"], rows)
 
 
@@ -80,5 +83,6 @@ def main(args: argparse.Namespace) -> int:
         if not args.check:
             path.write_text(content)
     for path in stale:
-        say(f"{'out of date' if args.check else 'rewrote'}: {path.relative_to(REPO_ROOT)}")
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        say(f"{'out of date' if args.check else 'rewrote'}: {shown}")
     return 1 if args.check and stale else 0

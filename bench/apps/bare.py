@@ -63,7 +63,8 @@ def _dsn() -> str:
 
 
 def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
+    # OPT_UTC_Z: datetimes end in "Z", as pydantic writes them in Keel's replies.
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 def _post(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.harness.base import BenchError, median, say
 from bench.harness.noise import CpuSplit, cpu_split, settle
-from bench.harness.pg import pgss_reset, pgss_top, postmaster_pid
+from bench.harness.pg import pgss_calls, pgss_reset, pgss_top, postmaster_pid
 from bench.harness.proc import http_get
 from bench.harness.server import Server, uvicorn_server
 from bench.harness.wrk import Load, WrkResult, path_picker_lua, run_wrk
@@ -161,12 +161,16 @@ class Rounds:
     runs: dict[str, list[WrkResult]] = field(default_factory=dict)
     cpu: dict[str, list[CpuSplit]] = field(default_factory=dict)
     sql: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
+    # Statements executed per request (pg_stat_statements calls ÷ wrk's requests): the
+    # database round trips each request costs.
+    statements_per_request: dict[str, list[float]] = field(default_factory=dict)
     others_seen: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "rounds": {k: [wrk_json(r) for r in v] for k, v in self.runs.items()},
             "cpu_rounds": {k: [asdict(c) for c in v] for k, v in self.cpu.items()},
+            "statements_per_request": self.statements_per_request,
             "others_seen": sorted(set(self.others_seen)),
         }
 
@@ -191,6 +195,7 @@ def alternate(
     out = Rounds()
     for m in measured:
         out.runs[m.key], out.cpu[m.key], out.sql[m.key] = [], [], []
+        out.statements_per_request[m.key] = []
     postmaster = postmaster_pid(pg)
     for round_no in range(1, options.rounds + 1):
         for m in measured:
@@ -221,6 +226,8 @@ def alternate(
             split = cpu()
             if pg is not None:
                 out.sql[m.key].append(pgss_top(pg))
+                calls = pgss_calls(pg)
+                out.statements_per_request[m.key].append(calls / max(1, result.requests))
             if result.non_2xx:
                 raise BenchError(f"{m.key}: {result.non_2xx} non-2xx replies\n{raw}")
             if result.socket_errors and any(result.socket_errors.values()):
@@ -252,6 +259,9 @@ def summarise(rounds: Rounds) -> dict[str, dict[str, float]]:
             "server_cpu_pct": median([c.server_pct for c in cpu]) if cpu else 0.0,
             "postgres_cpu_pct": median([c.postgres_pct for c in cpu]) if cpu else 0.0,
         }
+        statements = rounds.statements_per_request.get(key)
+        if statements:
+            medians[key]["statements_per_request"] = median(statements)
     return medians
 
 

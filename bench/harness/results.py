@@ -74,7 +74,7 @@ def server_line(data: Mapping[str, Any]) -> str:
     """The servers' configuration, in a few words (older results recorded none)."""
     server = data.get("server")
     if not isinstance(server, Mapping):
-        return "server config not recorded (older harness: testing env, limiter off)"
+        return "not recorded (harness before 2026-12: ENVIRONMENT=testing, limiter and worker off)"
     parts = [str(server.get("environment", "?"))]
     limiter = server.get("limiter", "?")
     parts.append(

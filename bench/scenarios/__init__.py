@@ -17,6 +17,7 @@ NAMES = (
     "identity",
     "posts",
     "openloop",
+    "vs_bare",
     "imports",
     "embeddings",
     "vectors",

@@ -194,10 +194,8 @@ def render(data: Mapping[str, Any]) -> str:
         f"{d['avg_content_chars']} chars, Faker text as `keel seed` makes it, authors by "
         f"`author_username`). After one import: app.posts {d['posts_table_after_import']}, "
         f"app.users {d['users_table_after_import']}. PostgreSQL {d['pg_version']} (embedded, "
-        "not pinned). Server: "
-        + server_line(data)
-        + " (with the worker off, the imported posts are "
-        "not embedded in the background; the insert trigger still queues their jobs).",
+        f"not pinned). Server: {server_line(data)}. With the worker off, the imported posts "
+        "are not embedded in the background (the insert trigger still queues their jobs).",
         "",
         markdown_table(["figure", "value", "target", ""], fig_rows),
         "",

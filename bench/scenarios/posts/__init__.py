@@ -269,8 +269,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 FIGURES = (
     ("search: GIN ÷ forced seq scan (QPS, ranked query, 5-query mix)", "search_gin_vs_seq", "×"),
     ("`GET /posts/{id}` ÷ `GET /health` (req/s)", "post_by_id_vs_health", ""),
-    ("keyset page 500 ÷ page 1 (req/s)", "keyset_p500_vs_first", ""),
-    ("offset page 500 ÷ page 1 (req/s)", "offset_p500_vs_first", ""),
+    ("keyset page {page} ÷ page 1 (req/s)", "keyset_p500_vs_first", ""),
+    ("offset page {page} ÷ page 1 (req/s)", "offset_p500_vs_first", ""),
 )
 
 
@@ -287,6 +287,7 @@ def _figure_rows(data: Mapping[str, Any]) -> list[list[str]]:
         value = f"{f[key]:.1f}×" if unit else f"{f[key]:.3f}"
         target = targets.get(key)
         goal = f"≥ {target:g}{unit}: {res.verdict(data['pass'][key])}" if target else "reference"
+        label = label.replace("{page}", str(data["settings"].get("page", 500)))
         rows.append([label, f"{detail.get(key, '')}**{value}**", goal])
     return rows
 

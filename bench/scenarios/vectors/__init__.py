@@ -44,9 +44,10 @@ from bench.harness.noise import NOISY_OTHER_CPU_PCT, settle
 from bench.harness.pg import embedded_cluster, psql
 from bench.harness.proc import source_tree
 from bench.harness.scenario import Results, Scenario, first_line
+from bench.scenarios.vectors.build import load
 from bench.scenarios.vectors.corpus import digest, embeddings, make_texts
 from bench.scenarios.vectors.render import render
-from bench.scenarios.vectors.search import load, measure
+from bench.scenarios.vectors.search import measure
 
 NAME = "vectors"
 TARGETS = {"recall": 0.95, "qps_ratio": 50.0, "size_ratio": 0.55, "recall_change": -0.01}
