@@ -67,19 +67,19 @@ def source_line(data: Mapping[str, Any], stem: str) -> str:
     date = str(data.get("timestamp", "?"))[:10]
     commit = str(data.get("commit", "?"))
     short = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
-    return f"`results/{stem}.json`, {date}, commit {short}"
+    noisy = ", **noisy run** (other processes took ≥ 10% of a core)" if data.get("noisy") else ""
+    return f"`results/{stem}.json`, {date}, commit {short}{noisy}"
 
 
 def server_line(data: Mapping[str, Any]) -> str:
     """The servers' configuration, in a few words (older results recorded none)."""
     server = data.get("server")
     if not isinstance(server, Mapping):
-        return "not recorded (harness before 2026-12: ENVIRONMENT=testing, limiter and worker off)"
+        return "server config not recorded; harness before 2026-12: testing, limiter and worker off"
     parts = [str(server.get("environment", "?"))]
     limiter = server.get("limiter", "?")
-    parts.append(
-        f"limiter {limiter}" + (f" ({server.get('api_limit')})" if limiter != "off" else "")
-    )
+    limit = f" at {server.get('api_limit')}" if limiter != "off" else ""
+    parts.append(f"limiter {limiter}{limit}")
     parts.append("worker " + ("on" if server.get("worker") else "off"))
     parts.append("access log " + ("on" if server.get("access_log") else "off"))
     return ", ".join(parts)
