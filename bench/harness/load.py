@@ -111,9 +111,10 @@ def serve_variants(
 ) -> Iterator[dict[str, Server]]:
     """Start every variant's server (one after the other, all pinned to the server core).
 
-    The first one to start migrates the database; the others start with
-    KEEL_AUTO_MIGRATE=false. Idle servers cost nothing measurable, so they stay up and
-    the runs alternate between them.
+    Keel migrates the database on startup (KEEL_AUTO_MIGRATE); every variant after the
+    first starts with KEEL_AUTO_MIGRATE=false. So put a Keel variant first, or migrate
+    beforehand (`keel seed` does): the bare app reads Keel's tables but creates none.
+    Idle servers cost nothing measurable, so they stay up and the runs alternate.
     """
     with contextlib.ExitStack() as stack:
         servers: dict[str, Server] = {}
