@@ -39,6 +39,7 @@ from bench.scenarios.posts.search import SEQ_OPTIONS, search_bench, search_noise
 from bench.scenarios.posts.sql import (
     data_facts,
     explain,
+    explain_prepared,
     main_sql_ms,
     pick_queries,
     pick_viewer,
@@ -175,12 +176,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # Plans after the HTTP runs (caches as warm as the app had them), then pgbench.
         plans: dict[str, Any] = {
-            "list_keyset": explain(pg, sql["list_keyset"]),
-            "list_offset": explain(pg, sql["list_offset"]),
-            "list_first": explain(pg, sql["list_first"]),
-            "get_post": explain(pg, sql["get_post"]),
-            "list_keyset_generic": explain(pg, sql["list_keyset_param"], analyze=False),
-            "list_offset_generic": explain(pg, sql["list_offset_param"], analyze=False),
+            "list_keyset": explain_prepared(pg, sql["list_keyset"]),
+            "list_offset": explain_prepared(pg, sql["list_offset"]),
+            "list_first": explain_prepared(pg, sql["list_first"]),
+            "get_post": explain_prepared(pg, sql["get_post"]),
+            "list_keyset_generic": explain_prepared(pg, sql["list_keyset"], analyze=False),
+            "list_offset_generic": explain_prepared(pg, sql["list_offset"], analyze=False),
             "search": [],
         }
         search_ok: list[dict[str, Any]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -15,55 +14,27 @@ from keel.core.embedded import EmbeddedPostgres
 SEARCH_CONFIG = "english"
 
 
-class _Empty:
-    def unique(self) -> _Empty:
-        return self
-
-    def all(self) -> list[Any]:
-        return []
-
-    def first(self) -> None:
-        return None
-
-
-class _Capture:
-    """A stand-in AsyncSession that records the statement the repository builds."""
-
-    def __init__(self) -> None:
-        self.statement: Any = None
-
-    async def execute(self, statement: Any) -> _Empty:
-        self.statement = statement
-        return _Empty()
-
-    async def scalars(self, statement: Any) -> _Empty:
-        self.statement = statement
-        return _Empty()
-
-
 def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The SQL the app runs, compiled from its repository code: literal and parameterised."""
-    from types import SimpleNamespace
-    from uuid import UUID
+    """The SQL the app runs, from its repository code (in a child, so --ref applies).
+
+    Search: SQLAlchemy statements, compiled with the values inlined (for pgbench). The read
+    path: the prepared statements' text and arguments, as the router passes them.
+    """
+    from datetime import datetime
+    from uuid import UUID, uuid4
 
     from sqlalchemy.dialects import postgresql
-    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
     from sqlalchemy.sql.selectable import Subquery
 
     from keel.core.pagination import CursorCodec
+    from keel.core.viewer import Viewer
     from keel.posts import repository as posts_repo
     from keel.search import repository as search_repo
 
     literal = postgresql.dialect()  # type: ignore[no-untyped-call]
-    asyncpg = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
     def sql(statement: Any) -> str:
         return str(statement.compile(dialect=literal, compile_kwargs={"literal_binds": True}))
-
-    def capture(coro_fn: Any, *a: Any, **kw: Any) -> Any:
-        session = _Capture()
-        asyncio.run(coro_fn(session, *a, **kw))
-        return session.statement
 
     def inner_select(statement: Any) -> Any:
         stack = list(statement.get_final_froms())
@@ -75,31 +46,32 @@ def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
             stack += [c for c in kids if c is not None]
         raise BenchError("no ranked subquery in the search statement: update bench/scenarios/posts")
 
-    viewer = SimpleNamespace(id=UUID(spec["viewer_id"]), is_superuser=False)
+    def prepared(text: str, args: Sequence[Any]) -> dict[str, Any]:
+        plain = [a.isoformat() if isinstance(a, datetime) else a for a in args]
+        return {"sql": text, "args": [str(a) if isinstance(a, UUID) else a for a in plain]}
+
+    viewer = Viewer(
+        user_id=UUID(spec["viewer_id"]), family_id=uuid4(), is_superuser=False, is_active=True
+    )
     full, ranked = [], []
     for q in spec["queries"]:
-        stmt = capture(
-            search_repo.search_posts, viewer, q, config=SEARCH_CONFIG, limit=20, offset=0
-        )
+        stmt = search_repo.search_statement(viewer, q, config=SEARCH_CONFIG, limit=20, offset=0)
         full.append(sql(stmt))
         ranked.append(sql(inner_select(stmt)))
-    codec = CursorCodec(spec["secret"], purpose="posts")
-    after = codec.decode(spec["cursor"])
+    after = CursorCodec(spec["secret"], purpose="posts").decode(spec["cursor"])
     filters = posts_repo.PostFilters()
     limit = spec["limit"] + 1  # as the router asks for one more to know if there is a next page
-    first = capture(posts_repo.list_visible, viewer, filters, limit=limit)
-    keyset = capture(posts_repo.list_visible, viewer, filters, limit=limit, after=after)
-    offset = capture(posts_repo.list_visible, viewer, filters, limit=limit, offset=spec["offset"])
-    by_id = capture(posts_repo.get_visible, UUID(spec["post_id"]), viewer)
+    first = posts_repo.list_query(viewer, filters, limit=limit)
+    keyset = posts_repo.list_query(viewer, filters, limit=limit, after=after)
+    offset = posts_repo.list_query(viewer, filters, limit=limit, offset=spec["offset"])
+    by_id = [UUID(spec["post_id"]), viewer.user_id, viewer.is_superuser]
     return {
         "search_full": full,
         "search_ranked": ranked,
-        "list_first": sql(first),
-        "list_keyset": sql(keyset),
-        "list_offset": sql(offset),
-        "get_post": sql(by_id),
-        "list_keyset_param": str(keyset.compile(dialect=asyncpg)),
-        "list_offset_param": str(offset.compile(dialect=asyncpg)),
+        "list_first": prepared(*first),
+        "list_keyset": prepared(*keyset),
+        "list_offset": prepared(*offset),
+        "get_post": prepared(posts_repo.READ_VISIBLE, by_id),
         "cursor_position": [after[0].isoformat(), str(after[1])],
     }
 
@@ -215,6 +187,29 @@ def explain(
 ) -> str:
     opts = "ANALYZE, BUFFERS, SETTINGS" if analyze else "GENERIC_PLAN"
     return psql(pg, f"EXPLAIN ({opts}) {sql};", pgoptions=pgoptions)
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return _quote(str(value))
+
+
+def explain_prepared(
+    pg: EmbeddedPostgres, statement: Mapping[str, Any], *, analyze: bool = True
+) -> str:
+    """EXPLAIN a read-path statement ($n parameters): executed with its arguments, or its
+    generic plan (what a prepared statement settles on after five runs)."""
+    if not analyze:
+        return explain(pg, statement["sql"], analyze=False)
+    args = ", ".join(_sql_literal(a) for a in statement["args"])
+    return psql(
+        pg,
+        f"PREPARE bench_read AS {statement['sql']};\n"
+        f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS) EXECUTE bench_read({args});",
+    )
 
 
 def posts_scan(plan: str) -> str:
