@@ -13,7 +13,8 @@ database Keel migrated.
 - `GET /users/{id}`: one user row, the columns of Keel's `UserPrivate` (`/users/me`);
 - `GET /health`: `{"status": "ok"}` without touching the database.
 
-DATABASE_URL as Keel takes it; DB_POOL_SIZE (default 10, Keel's) sets the pool size.
+DATABASE_URL as Keel takes it; DB_READ_POOL_SIZE (default 10, as Keel's read pool) sets
+the pool size.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    size = int(os.environ.get("DB_POOL_SIZE", "10"))
+    size = int(os.environ.get("DB_READ_POOL_SIZE", "10"))  # Keel's read pool, same default
     pool = await asyncpg.create_pool(
         _dsn(), min_size=size, max_size=size, init=_init_connection, reset=_no_reset
     )
