@@ -64,14 +64,14 @@ def _dsn() -> str:
     return url
 
 
-def _json(body: object) -> Response:
+def json_reply(body: object) -> Response:
     # OPT_UTC_Z: datetimes end in "Z", as pydantic writes them in Keel's replies.
     # default=str: asyncpg's own UUID type, which orjson does not know.
     content = orjson.dumps(body, default=str, option=orjson.OPT_UTC_Z)
     return Response(content, media_type="application/json")
 
 
-def _post(row: Mapping[str, Any]) -> dict[str, Any]:
+def post_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "title": row["title"],
@@ -105,7 +105,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     size = int(os.environ.get("DB_READ_POOL_SIZE", "10"))  # Keel's read pool, same default
     pool = await asyncpg.create_pool(
         _dsn(), min_size=size, max_size=size, init=_init_connection, reset=_no_reset
@@ -118,30 +118,32 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/health")
     async def health() -> Response:
-        return _json({"status": "ok"})
+        return json_reply({"status": "ok"})
 
     @app.get("/posts/{post_id}")
     async def post_by_id(post_id: UUID, request: Request) -> Response:
         row = await request.app.state.pool.fetchrow(POST_BY_ID, post_id)
         if row is None:
             raise HTTPException(404)
-        return _json(_post(row))
+        return json_reply(post_json(row))
 
     @app.get("/posts")
     async def newest_posts(request: Request, limit: int = 20) -> Response:
         limit = max(1, min(limit, MAX_LIMIT))
         rows = await request.app.state.pool.fetch(NEWEST_POSTS, limit)
-        return _json({"items": [_post(r) for r in rows], "limit": limit, "next_cursor": None})
+        return json_reply(
+            {"items": [post_json(r) for r in rows], "limit": limit, "next_cursor": None}
+        )
 
     @app.get("/users/{user_id}")
     async def user_by_id(user_id: UUID, request: Request) -> Response:
         row = await request.app.state.pool.fetchrow(USER_BY_ID, user_id)
         if row is None:
             raise HTTPException(404)
-        return _json(dict(row))
+        return json_reply(dict(row))
 
     return app

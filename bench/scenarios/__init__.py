@@ -18,6 +18,7 @@ NAMES = (
     "posts",
     "openloop",
     "vs_bare",
+    "ladder",
     "imports",
     "embeddings",
     "vectors",
