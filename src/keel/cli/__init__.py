@@ -28,6 +28,7 @@ from keel.core.errors import KeelError
 from keel.core.logging import configure_logging, uvicorn_log_config
 from keel.core.metrics import MULTIPROC_ENV
 from keel.core.passwords import PasswordHasher
+from keel.core.protocol import HeaderLimitedProtocol
 from keel.migrations import runner
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
@@ -85,6 +86,7 @@ def serve(
                 port=port,
                 workers=workers,
                 reload=reload,
+                http=HeaderLimitedProtocol,  # httptools, with MAX_HEADER_BYTES/COUNT
                 log_config=uvicorn_log_config(),
                 access_log=False,
                 server_header=False,
