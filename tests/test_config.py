@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from keel.config import Settings
+from tests.test_cli import keel_env, run_keel
 
 
 def settings(**values: Any) -> Settings:
@@ -83,3 +84,19 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
 def test_unknown_environment_is_rejected() -> None:
     with pytest.raises(ValidationError):
         settings(environment="staging")
+
+
+@pytest.mark.parametrize("origins", ["*", "https://app.example.com,*"])
+def test_a_cors_wildcard_with_credentials_is_refused(origins: str) -> None:
+    with pytest.raises(ValidationError, match=r"CORS_ORIGINS=\* with CORS_ALLOW_CREDENTIALS"):
+        settings(cors_origins=origins)
+    allowed = settings(cors_origins=origins, cors_allow_credentials=False)
+    assert "*" in allowed.cors_origins
+
+
+def test_serve_refuses_a_cors_wildcard_with_credentials(tmp_path: Path) -> None:
+    result = run_keel(tmp_path, "serve", env=keel_env(tmp_path, CORS_ORIGINS="*"))
+    assert result.returncode == 1
+    assert "CORS_ORIGINS=* with CORS_ALLOW_CREDENTIALS=true" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "pgdata").exists()  # refused before touching the database

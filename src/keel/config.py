@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # --- http ----------------------------------------------------------------
     docs_enabled: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Let allowed origins send cookies/HTTP auth. Never with CORS_ORIGINS=*: that is refused.
+    cors_allow_credentials: bool = True
     allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1"]
     hsts: bool = False  # also send HSTS on plain HTTP (e.g. TLS ends at a proxy)
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
@@ -191,6 +193,16 @@ class Settings(BaseSettings):
                 "SECRET_KEY is missing or a placeholder; production needs a random value of at "
                 f"least {MIN_SECRET_LENGTH} characters (python -c 'import secrets; "
                 "print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_credentialed_wildcard(self) -> Settings:
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError(
+                "CORS_ORIGINS=* with CORS_ALLOW_CREDENTIALS=true would let any website make "
+                "requests with your users' credentials; list the allowed origins, or set "
+                "CORS_ALLOW_CREDENTIALS=false"
             )
         return self
 

@@ -101,6 +101,24 @@ async def test_cors_allowlist(bare_settings: dict[str, Any]) -> None:
     assert "access-control-allow-origin" not in denied.headers
 
 
+async def test_cors_credentials_go_only_to_listed_origins(bare_settings: dict[str, Any]) -> None:
+    listed = make_settings(cors_origins="https://app.example.com", **bare_settings)
+    wildcard = make_settings(cors_origins="*", cors_allow_credentials=False, **bare_settings)
+    headers = {"Origin": "https://evil.example.com", "Cookie": "session=1"}
+    async with await _client_for(create_app(wildcard)) as http:
+        anyone = await http.get("/health", headers=headers)
+        preflight = await http.options(
+            "/health", headers={**headers, "Access-Control-Request-Method": "GET"}
+        )
+    async with await _client_for(create_app(listed)) as http:
+        friend = await http.get("/health", headers={**headers, "Origin": "https://app.example.com"})
+    for response in (anyone, preflight):
+        assert response.headers["access-control-allow-origin"] == "*"  # never reflected
+        assert "access-control-allow-credentials" not in response.headers
+    assert friend.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert friend.headers["access-control-allow-credentials"] == "true"
+
+
 async def test_trusted_hosts_in_production(bare_settings: dict[str, Any]) -> None:
     settings = make_settings(
         environment="production",
