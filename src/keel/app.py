@@ -166,9 +166,9 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         version=version("keel"),
         summary="Accounts, posts, search and database insight on PostgreSQL 17+.",
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        docs_url="/docs" if settings.serves_docs else None,
+        redoc_url="/redoc" if settings.serves_docs else None,
+        openapi_url="/openapi.json" if settings.serves_docs else None,
         redirect_slashes=False,
         middleware=build_middleware(settings) if middleware else None,
     )
@@ -177,6 +177,8 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     install_error_handlers(app)
     install_problem_openapi(app)
     app.include_router(health_router)
-    app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    endpoint = metrics.guarded_endpoint(token, required=settings.is_production)
+    app.add_route("/metrics", endpoint, include_in_schema=False)
     app.include_router(api_router())
     return app

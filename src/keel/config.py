@@ -18,6 +18,7 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "change_me", "changethis", "secret", "please-change-me"}
 )
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 SECRET_FILE_NAME = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     # --- http ----------------------------------------------------------------
-    docs_enabled: bool = True
+    docs_enabled: bool | None = None  # /docs, /redoc, /openapi.json; None: not in production
+    # Bearer token /metrics requires; production without one keeps /metrics closed (401).
+    metrics_token: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
     # Let allowed origins send cookies/HTTP auth. Never with CORS_ORIGINS=*: that is refused.
     cors_allow_credentials: bool = True
@@ -196,6 +199,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
+        return value
+
     @model_validator(mode="after")
     def _refuse_credentialed_wildcard(self) -> Settings:
         if "*" in self.cors_origins and self.cors_allow_credentials:
@@ -209,6 +221,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def serves_docs(self) -> bool:
+        """Whether /docs, /redoc and /openapi.json are served: opt-in in production."""
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
 
     def resolved_secret_key(self) -> str:
         """The signing secret: configured, or (outside production) kept in the data dir."""

@@ -6,7 +6,9 @@ imported; `keel serve --workers N` does that.
 
 from __future__ import annotations
 
+import hmac
 import os
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keel.core.db import PoolStatus
+from keel.core.errors import Unauthorized
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LABELS = ("method", "route", "status")
@@ -82,3 +85,26 @@ def metrics_endpoint(request: Request) -> Response:
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def guarded_endpoint(token: str | None, *, required: bool) -> Callable[[Request], Response]:
+    """`metrics_endpoint`, open or behind `Authorization: Bearer <token>`.
+
+    With a token, callers must present it (compared in constant time). Without one,
+    `required` (production) keeps the endpoint closed: every request gets the 401.
+    """
+    if token is None and not required:
+        return metrics_endpoint
+    expected = token.encode() if token is not None else None
+
+    def guarded(request: Request) -> Response:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.strip().encode(), expected)
+        ):
+            raise Unauthorized("/metrics needs the METRICS_TOKEN bearer token.")
+        return metrics_endpoint(request)
+
+    return guarded
