@@ -231,6 +231,10 @@ async def test_json_table_update_by_id(
         ("$.data.items[*", COLUMNS, "rows"),
         ("$.data.items[*]", {**COLUMNS, "title": "$.headline ++"}, "title"),
         ("$.data.nothing[*]", COLUMNS, "rows"),
+        # Variables parse, but imports define none: JSON_TABLE used to fail with a 500.
+        ("$.data.items[*] ? (@.live == $x)", COLUMNS, "rows"),
+        ("$.data.items[*]", {**COLUMNS, "title": "$x"}, "title"),
+        ("$.data.items[*]", {**COLUMNS, "content": '$.body ? (@.text != $"a b").text'}, "content"),
     ],
 )
 async def test_json_table_bad_paths_name_the_path(
@@ -253,6 +257,20 @@ async def test_json_table_bad_paths_name_the_path(
     assert problem["field"] == field
     assert problem["path"] in problem["detail"]
     assert await count_posts(db_session) == before
+
+
+async def test_json_table_dollar_signs_in_string_literals_are_not_variables(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    admin = await admin_headers(app, db_session, client)
+    await make_user(app, db_session, username="jt_writer")
+    rows = '$.data.items[*] ? (@.headline != "$x" && @.headline != "q\\"$\\"y")'
+    body = {"document": FEED, "rows": rows, "columns": COLUMNS}
+
+    response = await json_import(client, admin, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 2
 
 
 async def test_json_table_type_mismatch_names_the_path(

@@ -7,6 +7,8 @@ into the statement, as a quoted literal under `standard_conforming_strings`.
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import orjson
 
@@ -40,16 +42,33 @@ class InvalidJsonPath(KeelError):
     status_code, slug, title = 422, "invalid-json-path", "Invalid JSON Path"
 
 
+# In a path as PostgreSQL prints it, a variable is `$"name"` and every string literal is
+# quoted with its quotes escaped: match literals too, so a `$"` inside one isn't taken.
+_LITERAL_OR_VARIABLE = re.compile(r'(\$?)"((?:[^"\\]|\\.)*)"')
+
+
 async def check_paths(conn: asyncpg.Connection, spec: JsonTableImport) -> None:
     for field, path in [("rows", spec.rows), *spec.columns.items()]:
         try:
-            await conn.fetchval("SELECT $1::jsonpath", path)
+            canonical = await conn.fetchval("SELECT $1::jsonpath::text", path)
         except asyncpg.PostgresError as exc:
             raise InvalidJsonPath(
                 f"{field}: `{path}` is not a valid SQL/JSON path ({exc.args[0]}).",
                 field=field,
                 path=path,
             ) from None
+        if variables := _variables(canonical):
+            # JSON_TABLE would fail on the first row that reaches one (42704, a 500).
+            raise InvalidJsonPath(
+                f"{field}: `{path}` uses the variable ${variables[0]}; imports define no "
+                "path variables.",
+                field=field,
+                path=path,
+            )
+
+
+def _variables(canonical_path: str) -> list[str]:
+    return [name for dollar, name in _LITERAL_OR_VARIABLE.findall(canonical_path) if dollar == "$"]
 
 
 def _literal(path: str) -> str:
