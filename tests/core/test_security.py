@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import jwt
 import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
 
 from keel.config import Settings
 from keel.core import security
@@ -27,6 +30,10 @@ from keel.core.security import (
 CURRENT = "current-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 OLD = "old-secret-0123456789abcdefghijklmnopqrstuvwxyz-old"
 ISSUER, AUDIENCE = "keel-test", "keel-test-api"
+# Keel's tokens carry UUIDs in sub, jti and fam.
+USER = "0190f5a8-7c1e-7000-8000-0000000000a1"
+FAMILY = "0190f5a8-7c1e-7000-8000-0000000000f1"
+TOKEN_ID = "0190f5a8-7c1e-7000-8000-0000000000c1"
 
 
 def make_service(signing_key: str = CURRENT, previous_keys: tuple[str, ...] = ()) -> TokenService:
@@ -50,9 +57,9 @@ def claims(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "sub": "user-1",
-        "jti": "token-1",
-        "fam": "family-1",
+        "sub": USER,
+        "jti": TOKEN_ID,
+        "fam": FAMILY,
         "typ": "access",
         "iat": now,
         "exp": now + timedelta(minutes=5),
@@ -74,12 +81,12 @@ def forge(
 
 
 def test_issued_access_token_verifies_with_its_claims(service: TokenService) -> None:
-    issued = service.issue(subject="user-42", family="fam-7", type="access")
+    issued = service.issue(subject=USER, family=FAMILY, type="access")
 
     verified = service.verify(issued.token, expected="access")
 
-    assert verified.subject == "user-42"
-    assert verified.family == "fam-7"
+    assert verified.subject == USER
+    assert verified.family == FAMILY
     assert verified.type == "access"
     assert verified.token_id == issued.token_id
     assert verified.expires_at == issued.expires_at
@@ -88,24 +95,26 @@ def test_issued_access_token_verifies_with_its_claims(service: TokenService) -> 
 
 
 def test_refresh_token_lives_for_the_refresh_ttl(service: TokenService) -> None:
-    issued = service.issue(subject="u", family="f", type="refresh", token_id="chosen-id")
+    issued = service.issue(subject=USER, family=FAMILY, type="refresh", token_id=TOKEN_ID)
 
     verified = service.verify(issued.token, expected="refresh")
 
-    assert verified.token_id == issued.token_id == "chosen-id"
+    assert verified.token_id == issued.token_id == TOKEN_ID
     assert verified.expires_at - verified.issued_at == timedelta(days=14)
     assert service.refresh_ttl == timedelta(days=14)
     assert service.access_ttl == timedelta(minutes=15)
 
 
 def test_every_token_gets_a_fresh_id(service: TokenService) -> None:
-    first = service.issue(subject="u", family="f", type="access")
-    second = service.issue(subject="u", family="f", type="access")
+    first = service.issue(subject=USER, family=FAMILY, type="access")
+    second = service.issue(subject=USER, family=FAMILY, type="access")
     assert first.token_id != second.token_id
 
 
 def test_token_header_pins_hs256_and_names_the_key(service: TokenService) -> None:
-    header = jwt.get_unverified_header(service.issue(subject="u", family="f", type="access").token)
+    header = jwt.get_unverified_header(
+        service.issue(subject=USER, family=FAMILY, type="access").token
+    )
 
     assert header["alg"] == "HS256"
     assert header["kid"] == key_id(CURRENT) == service.key_id
@@ -117,7 +126,7 @@ def test_token_header_pins_hs256_and_names_the_key(service: TokenService) -> Non
 def test_token_of_the_other_type_is_refused(
     service: TokenService, issued: TokenType, expected: TokenType
 ) -> None:
-    token = service.issue(subject="u", family="f", type=issued).token
+    token = service.issue(subject=USER, family=FAMILY, type=issued).token
     with pytest.raises(InvalidToken):
         service.verify(token, expected=expected)
 
@@ -143,7 +152,7 @@ def test_forged_forms_of_the_same_token_check_out_with_the_right_key(
     service: TokenService,
 ) -> None:
     # Guards the refusal tests below: `forge` does make tokens Keel accepts.
-    assert service.verify(forge(claims()), expected="access").subject == "user-1"
+    assert service.verify(forge(claims()), expected="access").subject == USER
 
 
 def test_token_signed_with_a_wrong_key_is_refused(service: TokenService) -> None:
@@ -163,7 +172,7 @@ def test_expired_token_is_refused(service: TokenService) -> None:
 def test_small_clock_skew_is_tolerated(service: TokenService) -> None:
     just_now = datetime.now(UTC) - timedelta(seconds=2)
     token = forge(claims(iat=just_now - timedelta(minutes=15), exp=just_now))
-    assert service.verify(token, expected="access").subject == "user-1"
+    assert service.verify(token, expected="access").subject == USER
 
 
 def test_token_issued_in_the_future_is_refused(service: TokenService) -> None:
@@ -189,6 +198,12 @@ def test_token_missing_a_required_claim_is_refused(service: TokenService, missin
         {"fam": ""},
         {"fam": 7},
         {"sub": 42},
+        # Validly signed, but not the UUIDs Keel puts there.
+        {"sub": "user-1"},
+        {"sub": ""},
+        {"fam": "family-1"},
+        {"jti": "token-1"},
+        {"sub": USER + "0"},
     ],
 )
 def test_token_with_wrong_issuer_audience_or_claim_types_is_refused(
@@ -225,7 +240,7 @@ def test_unknown_or_missing_kid_is_refused(service: TokenService) -> None:
 
 
 def test_invalid_token_is_a_401_with_a_bearer_challenge(service: TokenService) -> None:
-    token = service.issue(subject="user-1", family="f", type="access").token
+    token = service.issue(subject=USER, family=FAMILY, type="access").token
     with pytest.raises(InvalidToken) as caught:
         service.verify(token + "x", expected="access")
 
@@ -240,19 +255,19 @@ def test_invalid_token_is_a_401_with_a_bearer_challenge(service: TokenService) -
 
 def test_rotation_keeps_old_tokens_while_the_old_key_is_listed() -> None:
     before = make_service(OLD)
-    old_token = before.issue(subject="user-1", family="f", type="refresh").token
+    old_token = before.issue(subject=USER, family=FAMILY, type="refresh").token
 
     rotated = make_service(CURRENT, previous_keys=(OLD,))
 
-    assert rotated.verify(old_token, expected="refresh").subject == "user-1"
-    new_token = rotated.issue(subject="user-1", family="f", type="refresh").token
+    assert rotated.verify(old_token, expected="refresh").subject == USER
+    new_token = rotated.issue(subject=USER, family=FAMILY, type="refresh").token
     assert jwt.get_unverified_header(new_token)["kid"] == key_id(CURRENT)
     with pytest.raises(InvalidToken):
         before.verify(new_token, expected="refresh")
 
 
 def test_rotation_refuses_old_tokens_once_the_old_key_is_removed() -> None:
-    old_token = make_service(OLD).issue(subject="user-1", family="f", type="access").token
+    old_token = make_service(OLD).issue(subject=USER, family=FAMILY, type="access").token
 
     with pytest.raises(InvalidToken):
         make_service(CURRENT).verify(old_token, expected="access")
@@ -270,12 +285,12 @@ def test_from_settings_uses_the_identity_settings() -> None:
     }
     settings = Settings(_env_file=None, **values)
     service = TokenService.from_settings(settings)
-    old_token = make_service(OLD).issue(subject="u", family="f", type="access").token
+    old_token = make_service(OLD).issue(subject=USER, family=FAMILY, type="access").token
 
     assert service.access_ttl == timedelta(minutes=5)
     assert service.refresh_ttl == timedelta(days=2)
     assert service.key_id == key_id(CURRENT)
-    assert service.verify(old_token, expected="access").subject == "u"
+    assert service.verify(old_token, expected="access").subject == USER
 
 
 def test_configuration_mistakes_fail_fast() -> None:
@@ -292,10 +307,10 @@ def test_configuration_mistakes_fail_fast() -> None:
 
 
 def test_subject_or_none_names_only_valid_access_tokens(service: TokenService) -> None:
-    access = service.issue(subject="user-9", family="f", type="access").token
-    refresh = service.issue(subject="user-9", family="f", type="refresh").token
+    access = service.issue(subject=USER, family=FAMILY, type="access").token
+    refresh = service.issue(subject=USER, family=FAMILY, type="refresh").token
 
-    assert service.subject_or_none(access) == "user-9"
+    assert service.subject_or_none(access) == USER
     assert service.subject_or_none(refresh) is None
     assert service.subject_or_none(access[:-2]) is None
     assert service.subject_or_none("garbage") is None
@@ -305,15 +320,17 @@ def test_verified_tokens_are_cached_until_they_expire_and_the_cache_is_bounded(
     service: TokenService,
 ) -> None:
     cache = VerifiedTokenCache(service, max_entries=10)
-    token = service.issue(subject="u", family="f", type="access").token
+    token = service.issue(subject=USER, family=FAMILY, type="access").token
     first = cache.verify_access(token)
     assert cache.verify_access(token) is first  # the second time costs no verification
     with pytest.raises(InvalidToken):
         cache.verify_access(token + "x")  # an altered token never matches an entry
     with pytest.raises(InvalidToken):
-        cache.verify_access(service.issue(subject="u", family="f", type="refresh").token)
+        cache.verify_access(service.issue(subject=USER, family=FAMILY, type="refresh").token)
     for n in range(25):
-        cache.verify_access(service.issue(subject=f"u{n}", family="f", type="access").token)
+        cache.verify_access(
+            service.issue(subject=str(uuid.UUID(int=n)), family=FAMILY, type="access").token
+        )
     assert len(cache) <= 10
 
 
@@ -321,7 +338,7 @@ def test_a_cached_token_is_verified_afresh_once_it_expires(
     service: TokenService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = VerifiedTokenCache(service)
-    token = service.issue(subject="u", family="f", type="access").token
+    token = service.issue(subject=USER, family=FAMILY, type="access").token
     claims = cache.verify_access(token)
     later = claims.expires_at.timestamp() + LEEWAY.total_seconds() + 1
     monkeypatch.setattr(security, "time", SimpleNamespace(time=lambda: later))
@@ -333,3 +350,23 @@ def test_a_cached_token_is_verified_afresh_once_it_expires(
     with pytest.raises(InvalidToken):
         cache.verify_access(token)
     assert len(cache) == 0
+
+
+@pytest.mark.parametrize("claim", ["sub", "fam", "jti"])
+async def test_a_signed_token_with_a_non_uuid_id_is_a_401_through_the_api(
+    app: FastAPI, client: AsyncClient, claim: str
+) -> None:
+    signing_key = derive_signing_key(app.state.settings.resolved_secret_key())
+
+    def token(type_: TokenType) -> str:
+        payload = claims(iss="keel", aud="keel-api", typ=type_, **{claim: "not-a-uuid"})
+        return jwt.encode(payload, signing_key, headers={"kid": app.state.services.tokens.key_id})
+
+    access = {"Authorization": f"Bearer {token('access')}"}
+    for response in (
+        await client.get("/api/v1/users/me", headers=access),
+        await client.post("/api/v1/auth/logout", headers=access),
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": token("refresh")}),
+    ):
+        assert response.status_code == 401, (response.url, response.text)
+        assert response.headers["content-type"] == "application/problem+json"

@@ -194,21 +194,38 @@ class TokenService:
 
 
 def _claims(payload: dict[str, Any], expected: TokenType) -> TokenClaims:
-    token_type, family = payload["typ"], payload["fam"]
+    token_type = payload["typ"]
     if token_type not in get_args(TokenType):
         raise _reject("bad-type")
     if token_type != expected:
         raise _reject("wrong-type", "The token is of the wrong type.")
-    if not isinstance(family, str) or not family:
+    # Keel signs only UUIDs here; anything else (even validly signed) is a 401, not a 500
+    # further down where the ids are used.
+    subject, token_id, family = (_uuid_text(payload[claim]) for claim in ("sub", "jti", "fam"))
+    if subject is None:
+        raise _reject("bad-subject")
+    if token_id is None:
+        raise _reject("bad-token-id")
+    if family is None:
         raise _reject("bad-family")
     return TokenClaims(
-        subject=payload["sub"],
-        token_id=payload["jti"],
+        subject=subject,
+        token_id=token_id,
         family=family,
         type=token_type,
         issued_at=datetime.fromtimestamp(int(payload["iat"]), UTC),
         expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
     )
+
+
+def _uuid_text(value: object) -> str | None:
+    """`value` as a canonical UUID string, or None if it isn't one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
 def _reject(reason: str, detail: str = "The token is invalid.") -> InvalidToken:
