@@ -27,6 +27,7 @@ from keel.core.logging import configure_logging
 from keel.core.middleware import (
     BodySizeLimitMiddleware,
     GZipWhenAcceptedMiddleware,
+    JsonDepthLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
@@ -75,6 +76,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     stack.append(
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps)
     )
+    stack.append(Middleware(JsonDepthLimitMiddleware, max_depth=settings.max_json_depth))
     stack.append(Middleware(GZipWhenAcceptedMiddleware, minimum_size=1000))
     return stack
 

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1"]
     hsts: bool = False  # also send HSTS on plain HTTP (e.g. TLS ends at a proxy)
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    # How deeply any JSON body (NDJSON included) may nest arrays and objects; deeper: 422.
+    max_json_depth: Annotated[int, Field(ge=2, le=200)] = 32
     # The request line and header fields `keel serve` reads; past either cap: 431, closed.
     max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
     max_header_count: Annotated[int, Field(ge=16)] = 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keel.config import Settings
 from tests.bulk.helpers import admin_headers, count_users, encode, send
 from tests.conftest import make_settings, running
+from tests.core.test_json_depth import nested
 from tests.users.factory import bearer, make_user, sign_in
 
 GOOD = b"email,username,password\nok1@example.com,okay_one,long enough 1\n"
@@ -196,3 +198,21 @@ async def test_an_import_past_its_statement_timeout_is_a_503_and_writes_nothing(
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "urn:keel:problem:statement-timeout"
     assert after == before
+
+
+async def test_a_csv_metadata_cell_nested_too_deep_rejects_its_row(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    admin = await admin_headers(app, db_session, client)
+    before = await count_users(db_session)
+    deep = json.dumps({"k": nested(300)}).replace('"', '""')
+    body = GOOD.replace(b"\n", b",metadata\n", 1).replace(b"long enough 1\n", b"long enough 1,{}\n")
+    body += f'deep@example.com,deep_cell,long enough 2,"{deep}"\n'.encode()
+
+    response = await send(client, "users", body, "csv", admin, atomic=False)
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [(r["line"], r["field"]) for r in report["rejected"]] == [(3, "metadata")]
+    assert "nested deeper than 32 levels" in report["rejected"][0]["reason"]
+    assert await count_users(db_session) == before + 1

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from keel.core.json_depth import JsonDepthGauge
 from keel.core.passwords import PasswordHasher
 from keel.core.types import AwareIsoDatetime
 from keel.posts.schemas import Content, Title
@@ -37,7 +38,9 @@ class Kind(StrEnum):
     POSTS = "posts"
 
 
-TEXT_CELLS = {"text_cells": True}  # validation context for CSV, where every cell is text
+def text_cells(max_json_depth: int) -> dict[str, Any]:
+    """The validation context for CSV, where every cell is text (JSON ones nest at most so)."""
+    return {"text_cells": True, "max_json_depth": max_json_depth}
 
 
 def _from_text(info: ValidationInfo) -> bool:
@@ -47,6 +50,9 @@ def _from_text(info: ValidationInfo) -> bool:
 def _csv_json(value: object, info: ValidationInfo) -> object:
     # A CSV metadata cell holds a JSON object; JSON input must send the object itself.
     if isinstance(value, str) and _from_text(info):
+        max_depth = (info.context or {})["max_json_depth"]
+        if JsonDepthGauge(max_depth).too_deep(value.encode()):
+            raise ValueError(f"JSON nested deeper than {max_depth} levels")
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:

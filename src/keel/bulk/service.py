@@ -23,7 +23,6 @@ from keel.bulk import json_table, repository, staging
 from keel.bulk.formats import BadRecord, Columns, Format, Record, read
 from keel.bulk.schemas import (
     ROW_MODELS,
-    TEXT_CELLS,
     ImportReport,
     JsonTableImport,
     Kind,
@@ -31,6 +30,7 @@ from keel.bulk.schemas import (
     PostImportRow,
     Rejection,
     UserImportRow,
+    text_cells,
 )
 from keel.config import Settings
 from keel.core.db import driver_connection
@@ -60,6 +60,7 @@ class ImportLimits:
     hash_workers: int
     max_reported: int
     statement_timeout_ms: int
+    max_json_depth: int  # of a CSV cell's JSON; JSON bodies are capped by the middleware
 
     @classmethod
     def from_settings(cls, settings: Settings, *, capped: bool = True) -> ImportLimits:
@@ -70,6 +71,7 @@ class ImportLimits:
             hash_workers=settings.import_hash_workers or os.cpu_count() or 1,
             max_reported=settings.import_max_reported_rejections,
             statement_timeout_ms=settings.import_statement_timeout_ms,
+            max_json_depth=settings.max_json_depth,
         )
 
 
@@ -97,7 +99,8 @@ async def import_file(
     rows_read = 0
     batch: list[Record] = []
     with ThreadPoolExecutor(max_workers=limits.hash_workers, thread_name_prefix="hash") as pool:
-        loader = _BatchLoader(conn, table, model, fmt, passwords, pool)
+        context = text_cells(limits.max_json_depth) if fmt is Format.CSV else None
+        loader = _BatchLoader(conn, table, model, context, passwords, pool)
         items = read(chunks, fmt, columns=_columns(model), max_line_bytes=limits.max_line_bytes)
         async for item in items:
             rows_read += 1
@@ -216,17 +219,17 @@ class _BatchLoader:
         conn: asyncpg.Connection,
         table: staging.Staging,
         model: type[BaseModel],
-        fmt: Format,
+        context: dict[str, Any] | None,
         passwords: PasswordHasher,
         pool: ThreadPoolExecutor,
     ) -> None:
-        self.conn, self.table, self.model, self.fmt = conn, table, model, fmt
+        self.conn, self.table, self.model, self.context = conn, table, model, context
         self.passwords, self.pool = passwords, pool
 
     async def load(self, batch: list[Record]) -> list[Finding]:
         if not batch:
             return []
-        rows, plain, findings = await asyncio.to_thread(_validate, self.model, self.fmt, batch)
+        rows, plain, findings = await asyncio.to_thread(_validate, self.model, self.context, batch)
         if plain:
             loop = asyncio.get_running_loop()
             hashes = await asyncio.gather(
@@ -242,13 +245,12 @@ USER_HASH_INDEX = 5  # position of hashed_password in the users staging row
 
 
 def _validate(
-    model: type[BaseModel], fmt: Format, batch: list[Record]
+    model: type[BaseModel], context: dict[str, Any] | None, batch: list[Record]
 ) -> tuple[list[list[Any]], list[tuple[int, str]], list[Finding]]:
     """Staging rows, (row index, plain password) pairs to hash, and rejections."""
     rows: list[list[Any]] = []
     plain: list[tuple[int, str]] = []
     findings: list[Finding] = []
-    context = TEXT_CELLS if fmt is Format.CSV else None
     for record in batch:
         if problem := _unstorable_text(record.values):
             findings.append((record.position, None, problem))
