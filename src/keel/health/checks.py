@@ -22,9 +22,10 @@ class CheckResult:
     latency_ms: float
     detail: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, critical: bool = True) -> dict[str, Any]:
+        """JSON-ready; a failing check that doesn't stop service reads "degraded"."""
         result = asdict(self)
-        result["status"] = "ok" if self.ok else "fail"
+        result["status"] = "ok" if self.ok else "fail" if critical else "degraded"
         del result["ok"]
         return {key: value for key, value in result.items() if value is not None}
 

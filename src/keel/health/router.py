@@ -47,9 +47,14 @@ async def startup(request: Request) -> Any:
     return {"status": "ok", "revision": current}
 
 
+# Checks whose failure slows or weakens the service but doesn't stop it: while Redis is
+# down the rate limiter counts in memory, so pulling every instance would be worse.
+DEGRADABLE = frozenset({"redis"})
+
+
 @router.get(
     "/ready",
-    summary="Readiness: database, Redis (if configured) and disk",
+    summary="Readiness: database and disk; Redis (if configured) can only degrade it",
     responses={503: {"description": "A dependency is failing; see `checks`"}},
 )
 async def ready(request: Request) -> Any:
@@ -60,9 +65,12 @@ async def ready(request: Request) -> Any:
         probes["redis"] = checks.check_redis(request.app.state.redis, timeout)
     results = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
     results["disk"] = checks.check_disk(settings.data_dir, settings.min_free_disk_mb)
-    body = {name: result.as_dict() for name, result in results.items()}
-    if all(result.ok for result in results.values()):
-        return JSONResponse({"status": "ok", "checks": body})
+    body = {
+        name: result.as_dict(critical=name not in DEGRADABLE) for name, result in results.items()
+    }
+    if all(result.ok for name, result in results.items() if name not in DEGRADABLE):
+        degraded = not all(result.ok for result in results.values())
+        return JSONResponse({"status": "degraded" if degraded else "ok", "checks": body})
     return problem_response(
         503,
         detail="A dependency is not ready; see `checks`.",
