@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{8,128}")
 UNMATCHED_ROUTE = "<unmatched>"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -75,6 +76,14 @@ class RequestContextMiddleware:
         token = bind_request_id(request_id)
         status = 500
         started = False
+        gone = False  # the client disconnected before it was answered
+
+        async def receive_watching() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started:
+                gone = True
+            return message
 
         async def send_with_context(message: Message) -> None:
             nonlocal status, started
@@ -86,17 +95,28 @@ class RequestContextMiddleware:
                 headers.append((b"x-process-time", b"%.4f" % (time.perf_counter() - start)))
             await send(message)
 
+        error: str | None = None
         try:
-            await self.app(scope, receive, send_with_context)
-        except Exception:
-            log.exception("unhandled_error", method=scope["method"], path=scope["path"])
-            if started:
-                raise
-            response = problem_response(
-                500, detail="An unexpected error occurred. Quote the request id when reporting it."
-            )
-            await response(scope, receive, send_with_context)
+            await self.app(scope, receive_watching, send_with_context)
+        except Exception as exc:
+            error = type(exc).__name__
+            if not gone:
+                log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+                if started:
+                    raise
+                response = problem_response(
+                    500,
+                    detail="An unexpected error occurred. Quote the request id when reporting it.",
+                )
+                await response(scope, receive, send_with_context)
+            # Else it followed from the client leaving mid-request (e.g. ClientDisconnect
+            # out of a streamed upload): nobody is left to answer, and it is no error of ours.
         finally:
+            if gone:
+                status = CLIENT_CLOSED_REQUEST
+                log.info(
+                    "client_disconnected", method=scope["method"], path=scope["path"], error=error
+                )
             elapsed_s = time.perf_counter() - start
             route = _route_template(scope)
             metrics.observe_request(scope["method"], route, status, elapsed_s)
