@@ -22,8 +22,22 @@ def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def add_logger_name(logger: WrappedLogger, _: str, event: EventDict) -> EventDict:
+    """Processor: the emitting logger's name, for Keel's loggers and stdlib ones alike."""
+    record = event.get("_record")
+    name = record.name if record is not None else getattr(logger, "name", None)
+    if name:
+        event["logger"] = name
+    return event
+
+
 def _orjson_dumps(event: EventDict, **_: Any) -> bytes:
     return orjson.dumps(event, default=str)
+
+
+def _orjson_text(event: EventDict, **_: Any) -> str:
+    # The same serialiser, as text: logging handlers write str.
+    return orjson.dumps(event, default=str).decode()
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
@@ -38,29 +52,29 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     stream = stream or sys.stdout
     as_json = settings.log_json if settings.log_json is not None else not stream.isatty()
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    # Every line, Keel's or a library's through stdlib logging (alembic, uvicorn), goes
+    # through these processors and the same renderer: one shape for a log pipeline.
     shared: list[Processor] = [
         add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_logger_name,
+        structlog.processors.format_exc_info,
     ]
     stdlib_renderer: Processor
     if as_json:
         # orjson straight to the byte stream: the access log runs on every request.
         structlog.configure(
-            processors=[
-                *shared,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-            ],
+            processors=[*shared, structlog.processors.JSONRenderer(serializer=_orjson_dumps)],
             wrapper_class=structlog.make_filtering_bound_logger(level),
             logger_factory=structlog.BytesLoggerFactory(stream.buffer),
             cache_logger_on_first_use=True,
         )
-        stdlib_renderer = structlog.processors.JSONRenderer()
+        stdlib_renderer = structlog.processors.JSONRenderer(serializer=_orjson_text)
     else:
         stdlib_renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
         structlog.configure(
-            processors=[*shared, structlog.processors.format_exc_info, stdlib_renderer],
+            processors=[*shared, stdlib_renderer],
             wrapper_class=structlog.make_filtering_bound_logger(level),
             logger_factory=structlog.PrintLoggerFactory(stream),
             cache_logger_on_first_use=True,
@@ -68,7 +82,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 stdlib_renderer,
