@@ -70,7 +70,11 @@ async def list_users(
 async def update_user(
     session: AsyncSession, actor: Viewer, user_id: UUID, changes: UserUpdate
 ) -> User:
-    """Apply a PATCH. Users may change themselves; admins anyone, flags included."""
+    """Apply a PATCH. Users may change themselves; admins anyone, flags included.
+
+    Deactivating revokes the user's sessions: migration 0007's trigger does it, for this
+    path and every other one.
+    """
     if actor.user_id != user_id and not actor.is_superuser:
         raise Forbidden("You may only change your own account.")
     fields = changes.model_dump(exclude_unset=True)

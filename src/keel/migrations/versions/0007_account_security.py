@@ -1,0 +1,47 @@
+"""Account security: rules the database enforces whichever path changes an account.
+
+- Deactivating a user (`is_active` true -> false) revokes every open token family, so
+  tokens issued before stay dead after a reactivation. The API, imports, the CLI and
+  hand-written SQL all go through this trigger.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE FUNCTION app.end_sessions_on_deactivation() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE app.token_families
+            SET revoked_at = now(), revoked_reason = 'account deactivated'
+            WHERE user_id = NEW.id AND revoked_at IS NULL;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER users_deactivated_end_sessions
+        AFTER UPDATE OF is_active ON app.users
+        FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
+        EXECUTE FUNCTION app.end_sessions_on_deactivation()
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS users_deactivated_end_sessions ON app.users")
+    op.execute("DROP FUNCTION IF EXISTS app.end_sessions_on_deactivation()")
