@@ -3,6 +3,8 @@
 - Deactivating a user (`is_active` true -> false) revokes every open token family, so
   tokens issued before stay dead after a reactivation. The API, imports, the CLI and
   hand-written SQL all go through this trigger.
+- Any change of a password hash (a reset, a password change, an import, a rehash at
+  login) spends every outstanding password-reset token of that user.
 
 Revision ID: 0007
 Revises: 0006
@@ -40,8 +42,30 @@ def upgrade() -> None:
         EXECUTE FUNCTION app.end_sessions_on_deactivation()
         """
     )
+    op.execute(
+        """
+        CREATE FUNCTION app.spend_reset_tokens_on_password_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE app.action_tokens
+            SET used_at = now()
+            WHERE user_id = NEW.id AND purpose = 'password_reset' AND used_at IS NULL;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        """
+        CREATE TRIGGER users_password_changed_spend_reset_tokens
+        AFTER UPDATE OF hashed_password ON app.users
+        FOR EACH ROW WHEN (OLD.hashed_password IS DISTINCT FROM NEW.hashed_password)
+        EXECUTE FUNCTION app.spend_reset_tokens_on_password_change()
+        """
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS users_password_changed_spend_reset_tokens ON app.users")
+    op.execute("DROP FUNCTION IF EXISTS app.spend_reset_tokens_on_password_change()")
     op.execute("DROP TRIGGER IF EXISTS users_deactivated_end_sessions ON app.users")
     op.execute("DROP FUNCTION IF EXISTS app.end_sessions_on_deactivation()")

@@ -1,0 +1,54 @@
+"""Account security through the auth API: reset tokens, verification, limits, enumeration."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession
+from structlog.testing import capture_logs
+
+from tests.auth.mailbox import mails, token_in
+from tests.users.factory import PASSWORD, bearer, make_user, sign_in
+
+AUTH = "/api/v1/auth"
+USERS = "/api/v1/users"
+NEW_PASSWORD = "fresh password 42"
+
+
+async def _reset_token(client: AsyncClient, email: str) -> str:
+    with capture_logs() as logs:
+        response = await client.post(f"{AUTH}/password-reset/request", json={"email": email})
+    assert response.status_code == 202
+    return token_in(mails(logs, to=email)[-1])
+
+
+async def _confirm_reset(client: AsyncClient, token: str, password: str = NEW_PASSWORD) -> int:
+    body = {"token": token, "new_password": password}
+    return (await client.post(f"{AUTH}/password-reset/confirm", json=body)).status_code
+
+
+async def test_a_used_reset_token_kills_the_older_ones(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user = await make_user(app, db_session)
+    older = await _reset_token(client, user.email)
+    newer = await _reset_token(client, user.email)
+    assert await _confirm_reset(client, newer) == 204
+    assert await _confirm_reset(client, older, "attacker's choice 1") == 400
+    await sign_in(client, user.username, NEW_PASSWORD)
+
+
+async def test_a_password_change_kills_outstanding_reset_tokens(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user = await make_user(app, db_session)
+    token = await _reset_token(client, user.email)
+    tokens = await sign_in(client, user.username)
+    changed = await client.post(
+        f"{USERS}/me/password",
+        headers=bearer(tokens),
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    )
+    assert changed.status_code == 204
+    assert await _confirm_reset(client, token, "attacker's choice 1") == 400
+    await sign_in(client, user.username, NEW_PASSWORD)
