@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from tests.auth.mailbox import mails, token_in
-from tests.users.factory import PASSWORD, bearer, make_user, sign_in
+from tests.users.factory import PASSWORD, bearer, make_user, sign_in, signed_in
 
 AUTH = "/api/v1/auth"
 USERS = "/api/v1/users"
@@ -52,3 +53,39 @@ async def test_a_password_change_kills_outstanding_reset_tokens(
     assert changed.status_code == 204
     assert await _confirm_reset(client, token, "attacker's choice 1") == 400
     await sign_in(client, user.username, NEW_PASSWORD)
+
+
+async def test_a_verification_token_only_verifies_the_address_it_was_sent_to(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    with capture_logs() as logs:
+        signup = await client.post(
+            f"{AUTH}/signup",
+            json={"email": "first@example.com", "username": "first_addr", "password": PASSWORD},
+        )
+    assert signup.status_code == 201
+    token = token_in(mails(logs, to="first@example.com")[-1])
+    _, admin = await signed_in(app, db_session, client, admin=True)
+    user_url = f"{USERS}/{signup.json()['id']}"
+    moved = await client.patch(user_url, headers=admin, json={"email": "second@example.com"})
+    assert moved.status_code == 200
+    # The token went to first@; it must not vouch for second@, which nobody has confirmed.
+    confirm = await client.post(f"{AUTH}/verify/confirm", json={"token": token})
+    assert confirm.status_code == 400
+    verified = await db_session.scalar(
+        text("SELECT is_verified FROM app.users WHERE id = :id"), {"id": signup.json()["id"]}
+    )
+    assert verified is False
+
+
+async def test_a_reset_token_dies_when_the_address_changes(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user = await make_user(app, db_session, email="before@example.com")
+    token = await _reset_token(client, "before@example.com")
+    _, admin = await signed_in(app, db_session, client, admin=True)
+    moved = await client.patch(
+        f"{USERS}/{user.id}", headers=admin, json={"email": "after@example.com"}
+    )
+    assert moved.status_code == 200
+    assert await _confirm_reset(client, token) == 400

@@ -67,6 +67,8 @@ class ActionToken(SQLModel, table=True):
     user_id: UUID = Field(sa_column=_user_fk())
     purpose: str = Field(sa_column=Column(Text, nullable=False))
     token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    # SHA-256 of the lower-cased address the token was mailed to: it only works for that one.
+    sent_to_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=created_at_column())
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     used_at: datetime | None = Field(default=None, sa_column=optional_timestamp_column())

@@ -94,18 +94,31 @@ async def add_action_token(
     user_id: UUID,
     purpose: ActionPurpose,
     token_hash: bytes,
+    sent_to_hash: bytes,
     expires_at: datetime,
 ) -> None:
     session.add(
-        ActionToken(user_id=user_id, purpose=purpose, token_hash=token_hash, expires_at=expires_at)
+        ActionToken(
+            user_id=user_id,
+            purpose=purpose,
+            token_hash=token_hash,
+            sent_to_hash=sent_to_hash,
+            expires_at=expires_at,
+        )
     )
     await session.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class SpentToken:
+    user_id: UUID
+    sent_to_hash: bytes
+
+
 async def consume_action_token(
     session: AsyncSession, purpose: ActionPurpose, token_hash: bytes
-) -> UUID | None:
-    """Mark a live token used and return its user; None if unknown, used or expired."""
+) -> SpentToken | None:
+    """Mark a live token used and return whom it was for; None if unknown, used or expired."""
     statement = (
         update(ActionToken)
         .where(
@@ -115,6 +128,7 @@ async def consume_action_token(
             col(ActionToken.expires_at) > func.now(),
         )
         .values(used_at=func.now())
-        .returning(col(ActionToken.user_id))
+        .returning(col(ActionToken.user_id), col(ActionToken.sent_to_hash))
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    row = (await session.execute(statement)).first()
+    return SpentToken(user_id=row[0], sent_to_hash=row[1]) if row else None

@@ -119,12 +119,20 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def address_hash(email: str) -> bytes:
+    """What a mailed token stores of its address: emails compare case-insensitively."""
+    return hashlib.sha256(email.lower().encode()).digest()
+
+
 async def _new_action_token(
-    session: AsyncSession, user: User, purpose: ActionPurpose, ttl: timedelta
+    session: AsyncSession, user: User, purpose: ActionPurpose, ttl: timedelta, sent_to: str
 ) -> str:
+    """A token for `user`, usable only while `sent_to` is the address it concerns."""
     token = secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + ttl
-    await repository.add_action_token(session, user.id, purpose, _token_hash(token), expires_at)
+    await repository.add_action_token(
+        session, user.id, purpose, _token_hash(token), address_hash(sent_to), expires_at
+    )
     return token
 
 
@@ -136,7 +144,7 @@ async def request_password_reset(
     if user is None or not user.is_active:
         return None
     ttl = timedelta(minutes=settings.password_reset_minutes)
-    token = await _new_action_token(session, user, ActionPurpose.PASSWORD_RESET, ttl)
+    token = await _new_action_token(session, user, ActionPurpose.PASSWORD_RESET, ttl, user.email)
     return Mail(
         to=user.email,
         subject="Reset your Keel password",
@@ -151,18 +159,20 @@ async def request_password_reset(
 async def confirm_password_reset(
     session: AsyncSession, passwords: PasswordHasher, token: str, new_password: str
 ) -> None:
-    user_id = await repository.consume_action_token(
+    spent = await repository.consume_action_token(
         session, ActionPurpose.PASSWORD_RESET, _token_hash(token)
     )
-    if user_id is None:
+    user = await users.find(session, spent.user_id) if spent else None
+    # A token mailed to an address the account no longer has is dead.
+    if spent is None or user is None or spent.sent_to_hash != address_hash(user.email):
         raise BadRequest("The reset token is invalid, used or expired.")
-    await users.set_password_hash(session, user_id, await passwords.hash(new_password))
-    await repository.revoke_user_families(session, user_id, "password reset")
+    await users.set_password_hash(session, user.id, await passwords.hash(new_password))
+    await repository.revoke_user_families(session, user.id, "password reset")
 
 
 async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
     ttl = timedelta(hours=settings.verify_email_hours)
-    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl)
+    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, user.email)
     return Mail(
         to=user.email,
         subject="Confirm your email for Keel",
@@ -183,11 +193,12 @@ async def request_verification(
 
 
 async def confirm_verification(session: AsyncSession, token: str) -> None:
-    user_id = await repository.consume_action_token(
+    """Mark the address the token was mailed to verified, if the account still has it."""
+    spent = await repository.consume_action_token(
         session, ActionPurpose.VERIFY_EMAIL, _token_hash(token)
     )
-    user = await users.find(session, user_id) if user_id else None
-    if user is None:
+    user = await users.find(session, spent.user_id) if spent else None
+    if spent is None or user is None or spent.sent_to_hash != address_hash(user.email):
         raise BadRequest("The verification token is invalid, used or expired.")
     user.is_verified = True
     await session.flush()

@@ -5,6 +5,9 @@
   hand-written SQL all go through this trigger.
 - Any change of a password hash (a reset, a password change, an import, a rehash at
   login) spends every outstanding password-reset token of that user.
+- A mailed token remembers the address it was sent to (`sent_to_hash`, a SHA-256 of
+  the lower-cased address), and only works while that address is the account's.
+  Tokens issued before this revision get an empty hash, which matches no address.
 
 Revision ID: 0007
 Revises: 0006
@@ -13,6 +16,7 @@ Create Date: 2026-12-06
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
@@ -22,6 +26,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column(
+        "action_tokens",
+        sa.Column(
+            "sent_to_hash", sa.LargeBinary(), server_default=sa.text("''::bytea"), nullable=False
+        ),
+        schema="app",
+    )
+    op.alter_column("action_tokens", "sent_to_hash", server_default=None, schema="app")
     op.execute(
         """
         CREATE FUNCTION app.end_sessions_on_deactivation() RETURNS trigger
@@ -69,3 +81,4 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS app.spend_reset_tokens_on_password_change()")
     op.execute("DROP TRIGGER IF EXISTS users_deactivated_end_sessions ON app.users")
     op.execute("DROP FUNCTION IF EXISTS app.end_sessions_on_deactivation()")
+    op.drop_column("action_tokens", "sent_to_hash", schema="app")
