@@ -6,8 +6,10 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from structlog.testing import capture_logs
 
-from tests.users.factory import bearer, make_user, sign_in, signed_in
+from tests.auth.mailbox import mails, token_in
+from tests.users.factory import PASSWORD, bearer, make_user, sign_in, signed_in
 
 USERS = "/api/v1/users"
 AUTH = "/api/v1/auth"
@@ -51,3 +53,60 @@ async def test_deactivation_by_any_path_ends_sessions(
         {"id": user.id},
     )
     assert set(reasons) == {"account deactivated"}
+
+
+async def test_email_change_needs_password_and_the_new_address_confirming_it(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user, auth = await signed_in(app, db_session, client, email="owner@example.com")
+    new = {"email": "elsewhere@example.com"}
+    # A stolen access token alone changes nothing, on either path to the account.
+    for url in (f"{USERS}/me", f"{USERS}/{user.id}"):
+        assert (await client.patch(url, headers=auth, json=new)).status_code == 400
+    wrong = {**new, "current_password": "not the password"}
+    assert (await client.patch(f"{USERS}/me", headers=auth, json=wrong)).status_code == 401
+    with capture_logs() as logs:
+        staged = await client.patch(
+            f"{USERS}/me", headers=auth, json={**new, "current_password": PASSWORD}
+        )
+        # Not the account's address yet: a reset for it mails nothing.
+        await client.post(f"{AUTH}/password-reset/request", json=new)
+    assert staged.status_code == 200
+    assert staged.json()["email"] == "owner@example.com"
+    assert staged.json()["pending_email"] == "elsewhere@example.com"
+    assert [m["subject"] for m in mails(logs, to="owner@example.com")] == [
+        "Your Keel email is about to change"
+    ]
+    confirmations = mails(logs, to="elsewhere@example.com")
+    assert len(confirmations) == 1
+    confirm = await client.post(
+        f"{AUTH}/verify/confirm", json={"token": token_in(confirmations[0])}
+    )
+    assert confirm.status_code == 204
+    me = (await client.get(f"{USERS}/me", headers=auth)).json()
+    assert (me["email"], me["pending_email"], me["is_verified"]) == (
+        "elsewhere@example.com",
+        None,
+        True,
+    )
+    await sign_in(client, "elsewhere@example.com")
+
+
+async def test_a_password_change_cancels_a_pending_email_change(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    _, auth = await signed_in(app, db_session, client)
+    body = {"email": "thief@example.com", "current_password": PASSWORD}
+    with capture_logs() as logs:
+        assert (await client.patch(f"{USERS}/me", headers=auth, json=body)).status_code == 200
+    token = token_in(mails(logs, to="thief@example.com")[0])
+    changed = await client.post(
+        f"{USERS}/me/password",
+        headers=auth,
+        json={"current_password": PASSWORD, "new_password": "a brand new secret"},
+    )
+    assert changed.status_code == 204
+    assert (await client.post(f"{AUTH}/verify/confirm", json={"token": token})).status_code == 400
+    me = (await client.get(f"{USERS}/me", headers=auth)).json()
+    assert me["pending_email"] is None
+    assert me["email"] != "thief@example.com"

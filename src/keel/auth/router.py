@@ -25,7 +25,7 @@ from keel.core.passwords import MAX_PASSWORD_LENGTH
 from keel.core.ratelimit import too_many_requests
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service as users
-from keel.users.schemas import PasswordChange, UserCreate, UserPrivate
+from keel.users.schemas import PasswordChange, UserCreate, UserPrivate, UserUpdate
 
 
 async def no_store(response: Response) -> None:
@@ -174,8 +174,38 @@ async def verify_confirm(data: VerifyConfirm, session: SessionDep) -> None:
     await service.confirm_verification(session, data.token)
 
 
-# Credentials are auth's: the password change lives here, under the users' URL.
+# Credentials are auth's: the password and email changes live here, under the users' URL.
 account_router = KeelRouter(prefix="/users", tags=["users"])
+WRONG_PASSWORD: Responses = {
+    401: {"description": "Not signed in, or `current_password` is incorrect"},
+}
+
+
+@account_router.patch(
+    "/me",
+    response_model=UserPrivate,
+    responses={
+        **SIGNED_IN_ERRORS,
+        400: {"description": "A new email without `current_password`"},
+        **WRONG_PASSWORD,
+        403: {"description": "Admin-only fields"},
+        409: {"description": "Email or username already taken"},
+    },
+    summary="Change my account (a new email needs the password, then a confirmation)",
+)
+async def update_me(
+    changes: UserUpdate,
+    session: SessionDep,
+    services: ServicesDep,
+    viewer: ViewerDep,
+    background: BackgroundTasks,
+) -> Any:
+    user, outbox = await service.update_own_account(
+        session, services.passwords, services.settings, viewer, changes
+    )
+    for mail in outbox:
+        background.add_task(services.mailer.send, mail)
+    return user
 
 
 @account_router.post(

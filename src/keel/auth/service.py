@@ -15,13 +15,14 @@ from keel.auth.models import ActionPurpose
 from keel.auth.schemas import TokenPair
 from keel.config import Settings
 from keel.core.db import ReadPool
-from keel.core.errors import BadRequest, Unauthorized
+from keel.core.errors import BadRequest, Conflict, Unauthorized
 from keel.core.mail import Mail
 from keel.core.passwords import PasswordHasher
 from keel.core.security import InvalidToken, TokenService
 from keel.core.viewer import Viewer
 from keel.users import service as users
 from keel.users.models import User
+from keel.users.schemas import UserUpdate
 
 log = structlog.get_logger(__name__)
 BAD_CREDENTIALS = "Incorrect username/email or password."
@@ -166,6 +167,7 @@ async def confirm_password_reset(
     # A token mailed to an address the account no longer has is dead.
     if spent is None or user is None or spent.sent_to_hash != address_hash(user.email):
         raise BadRequest("The reset token is invalid, used or expired.")
+    # Also ends a pending email change: whoever asked for it must ask again.
     await users.set_password_hash(session, user.id, await passwords.hash(new_password))
     await repository.revoke_user_families(session, user.id, "password reset")
 
@@ -193,12 +195,102 @@ async def request_verification(
 
 
 async def confirm_verification(session: AsyncSession, token: str) -> None:
-    """Mark the address the token was mailed to verified, if the account still has it."""
+    """Verify the address the token was mailed to: the account's email, or its pending one.
+
+    Confirming the pending address makes it the account's email (409 if another account
+    took it meanwhile).
+    """
     spent = await repository.consume_action_token(
         session, ActionPurpose.VERIFY_EMAIL, _token_hash(token)
     )
     user = await users.find(session, spent.user_id) if spent else None
-    if spent is None or user is None or spent.sent_to_hash != address_hash(user.email):
+    if spent is None or user is None:
         raise BadRequest("The verification token is invalid, used or expired.")
-    user.is_verified = True
+    if spent.sent_to_hash == address_hash(user.email):
+        user.is_verified = True
+    elif user.pending_email and spent.sent_to_hash == address_hash(user.pending_email):
+        user.email, user.pending_email, user.is_verified = user.pending_email, None, True
+        log.info("auth.email_changed", user_id=str(user.id))
+    else:
+        raise BadRequest("The verification token is invalid, used or expired.")
+    await users.save_user(session, user)
+
+
+async def update_own_account(
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    settings: Settings,
+    viewer: Viewer,
+    changes: UserUpdate,
+) -> tuple[User, list[Mail]]:
+    """PATCH /users/me: the account as changed, and the mails to send.
+
+    Profile fields change as `users.update_user` changes them; a new email is only
+    staged (`request_email_change`).
+    """
+    profile = UserUpdate.model_validate(
+        changes.model_dump(exclude_unset=True, exclude={"email", "current_password"})
+    )
+    user = await users.update_user(session, viewer, viewer.user_id, profile)
+    outbox: list[Mail] = []
+    if changes.email is not None:
+        outbox = await request_email_change(
+            session, passwords, settings, user, str(changes.email), changes.current_password
+        )
+    return user, outbox
+
+
+async def request_email_change(
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    settings: Settings,
+    user: User,
+    new_email: str,
+    current_password: str | None,
+) -> list[Mail]:
+    """Stage a change of the user's own email; the mails to send (new and old address).
+
+    Needs the current password. The new address becomes `pending_email` and gets a
+    confirmation token; the old one is told. Nothing else changes until the token is
+    confirmed, so a stolen access token alone can't take the account over. Asking for
+    the current address cancels a pending change.
+    """
+    if new_email.lower() == user.email.lower():
+        user.pending_email = None
+        await session.flush()
+        return []
+    if current_password is None:
+        raise BadRequest(
+            "Changing your email needs your current password in `current_password`.",
+            field="current_password",
+        )
+    valid, _ = await passwords.verify(current_password, user.hashed_password)
+    if not valid:
+        raise Unauthorized("The current password is incorrect.")
+    if await users.find_by_email(session, new_email) is not None:
+        raise Conflict("A user with this email already exists.", field="email")
+    user.pending_email = new_email
     await session.flush()
+    hours = settings.verify_email_hours
+    ttl = timedelta(hours=hours)
+    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, new_email)
+    confirm = Mail(
+        to=new_email,
+        subject="Confirm your new email for Keel",
+        body=(
+            f"Confirm this address for the Keel account {user.username} within {hours} hours "
+            f"with this token:\n\n{token}\n\nPOST {settings.public_base_url}"
+            "/api/v1/auth/verify/confirm\n\nUntil then the account keeps its old address."
+        ),
+    )
+    notice = Mail(
+        to=user.email,
+        subject="Your Keel email is about to change",
+        body=(
+            f"Someone signed in to your Keel account {user.username} asked to change its "
+            f"email to {new_email}. It changes only when that address confirms it.\n\n"
+            "If this wasn't you, reset your password now: that cancels the change and ends "
+            f"every session.\n\nPOST {settings.public_base_url}/api/v1/auth/password-reset/request"
+        ),
+    )
+    return [confirm, notice]

@@ -8,6 +8,8 @@
 - A mailed token remembers the address it was sent to (`sent_to_hash`, a SHA-256 of
   the lower-cased address), and only works while that address is the account's.
   Tokens issued before this revision get an empty hash, which matches no address.
+- `users.pending_email`: a user's own email change waits there until the new address
+  confirms it.
 
 Revision ID: 0007
 Revises: 0006
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import CITEXT
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -26,6 +29,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("users", sa.Column("pending_email", CITEXT(), nullable=True), schema="app")
     op.add_column(
         "action_tokens",
         sa.Column(
@@ -82,3 +86,4 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS users_deactivated_end_sessions ON app.users")
     op.execute("DROP FUNCTION IF EXISTS app.end_sessions_on_deactivation()")
     op.drop_column("action_tokens", "sent_to_hash", schema="app")
+    op.drop_column("users", "pending_email", schema="app")
