@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, Depends, Form, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Form, Response, status
 
 from keel.auth import service
+from keel.auth.guard import PasswordGuardDep
 from keel.auth.schemas import (
     Accepted,
     EmailRequest,
@@ -18,11 +19,10 @@ from keel.auth.schemas import (
     VerifyConfirm,
 )
 from keel.core.db import SessionDep
-from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep, client_ip
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.errors import Forbidden
 from keel.core.mail import Mail, Mailer
 from keel.core.passwords import MAX_PASSWORD_LENGTH
-from keel.core.ratelimit import too_many_requests
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service as users
 from keel.users.schemas import PasswordChange, UserCreate, UserPrivate, UserUpdate
@@ -90,17 +90,13 @@ class LoginForm:
     summary="Sign in with username or email and password",
 )
 async def login(
-    request: Request,
     form: Annotated[LoginForm, Depends()],
     session: SessionDep,
     services: ServicesDep,
+    guard: PasswordGuardDep,
 ) -> Any:
-    for scope, key in (("login-account", form.username.lower()), ("login-ip", client_ip(request))):
-        result = await services.ratelimiter.hit(services.settings.rate_limit_login, scope, key)
-        if not result.allowed:
-            raise too_many_requests(result)
     return await service.login(
-        session, services.tokens, services.passwords, form.username, form.password
+        session, services.tokens, services.passwords, guard, form.username, form.password
     )
 
 
@@ -145,9 +141,11 @@ async def password_reset_request(
     summary="Set a new password with a reset token (ends all sessions)",
 )
 async def password_reset_confirm(
-    data: PasswordResetConfirm, session: SessionDep, services: ServicesDep
+    data: PasswordResetConfirm, session: SessionDep, services: ServicesDep, guard: PasswordGuardDep
 ) -> None:
-    await service.confirm_password_reset(session, services.passwords, data.token, data.new_password)
+    await service.confirm_password_reset(
+        session, services.passwords, guard, data.token, data.new_password
+    )
 
 
 @router.post(

@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.auth import repository
+from keel.auth.guard import PasswordGuard, account_key
 from keel.auth.models import ActionPurpose
 from keel.auth.schemas import TokenPair
 from keel.config import Settings
@@ -45,18 +46,18 @@ async def issue_pair(
 
 
 async def authenticate(
-    session: AsyncSession, passwords: PasswordHasher, login: str, password: str
+    session: AsyncSession, passwords: PasswordHasher, guard: PasswordGuard, login: str, pw: str
 ) -> User:
-    """The active user with these credentials, or Unauthorized.
+    """The active user with these credentials, or Unauthorized (TooManyRequests past limits).
 
     Unknown accounts cost one dummy verification, so timing doesn't reveal them.
     """
     user = await users.find_by_login(session, login)
-    if user is None:
-        await passwords.verify_dummy(password)
-        raise Unauthorized(BAD_CREDENTIALS)
-    valid, new_hash = await passwords.verify(password, user.hashed_password)
-    if not valid or not user.is_active:
+    account = account_key(user.id if user else None, login)
+    valid, new_hash = await guard.verify(
+        passwords, account, pw, user.hashed_password if user else None
+    )
+    if user is None or not valid or not user.is_active:
         raise Unauthorized(BAD_CREDENTIALS)
     if new_hash is not None:  # legacy bcrypt or weaker argon2 parameters
         user.hashed_password = new_hash
@@ -64,9 +65,14 @@ async def authenticate(
 
 
 async def login(
-    session: AsyncSession, tokens: TokenService, passwords: PasswordHasher, login: str, pw: str
+    session: AsyncSession,
+    tokens: TokenService,
+    passwords: PasswordHasher,
+    guard: PasswordGuard,
+    login: str,
+    pw: str,
 ) -> TokenPair:
-    user = await authenticate(session, passwords, login, pw)
+    user = await authenticate(session, passwords, guard, login, pw)
     await users.record_login(session, user)
     family = await repository.open_family(session, user.id)
     log.info("auth.login", user_id=str(user.id))
@@ -158,8 +164,13 @@ async def request_password_reset(
 
 
 async def confirm_password_reset(
-    session: AsyncSession, passwords: PasswordHasher, token: str, new_password: str
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    guard: PasswordGuard,
+    token: str,
+    new_password: str,
 ) -> None:
+    """Set the password; ends every session and unlocks sign-in for the account."""
     spent = await repository.consume_action_token(
         session, ActionPurpose.PASSWORD_RESET, _token_hash(token)
     )
@@ -170,6 +181,7 @@ async def confirm_password_reset(
     # Also ends a pending email change: whoever asked for it must ask again.
     await users.set_password_hash(session, user.id, await passwords.hash(new_password))
     await repository.revoke_user_families(session, user.id, "password reset")
+    await guard.clear_failures(account_key(user.id, user.email))
 
 
 async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
