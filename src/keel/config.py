@@ -86,8 +86,8 @@ class Settings(BaseSettings):
 
     # --- rate limits (`limits` syntax: "5/15 minutes") ---------------------------
     rate_limit_enabled: bool = True
-    # Failed sign-ins: per account, then per client IP. Successes reset the account's
-    # count and never count against the IP.
+    # Failed password checks (sign-in, password change, email change): per account, then
+    # per client IP. Successes reset the account's count and never count against the IP.
     rate_limit_login: str = "5/15 minutes"
     rate_limit_login_ip: str = "100/15 minutes"
     rate_limit_user: str = "600/minute"

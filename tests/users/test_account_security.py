@@ -110,3 +110,27 @@ async def test_a_password_change_cancels_a_pending_email_change(
     me = (await client.get(f"{USERS}/me", headers=auth)).json()
     assert me["pending_email"] is None
     assert me["email"] != "thief@example.com"
+
+
+async def test_current_password_failures_are_limited_like_sign_in_failures(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user, auth = await signed_in(app, db_session, client)
+    url = f"{USERS}/me/password"
+    wrong = {"current_password": "a wrong guess", "new_password": "a brand new secret"}
+    statuses = [(await client.post(url, headers=auth, json=wrong)).status_code for _ in range(3)]
+    # An email change and a sign-in spend the same budget of the account.
+    email_guess = {"email": "guess@example.com", "current_password": "a wrong guess"}
+    patched = await client.patch(f"{USERS}/me", headers=auth, json=email_guess)
+    statuses.append(patched.status_code)
+    login = await client.post(
+        f"{AUTH}/login", data={"username": user.email, "password": "a wrong guess"}
+    )
+    statuses.append(login.status_code)
+    right = {"current_password": PASSWORD, "new_password": "a brand new secret"}
+    limited = await client.post(url, headers=auth, json=right)
+    assert limited.status_code == 429
+    assert statuses == [401] * 5
+    assert int(limited.headers["retry-after"]) >= 1
+    # Still the old password, and the session is intact.
+    assert (await client.get(f"{USERS}/me", headers=auth)).status_code == 200

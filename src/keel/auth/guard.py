@@ -1,6 +1,7 @@
 """Password checks under failure limits, per account and per client IP (OWASP).
 
-Sign-in checks passwords through a `PasswordGuard`:
+Every password a user types (sign-in, password change, email change) is checked
+through a `PasswordGuard`, so they all spend one budget per account:
 
 - failures count per **account**: the account id, whichever spelling reached it
   (username or email, any case); an unknown login counts under its lower-cased text,

@@ -176,6 +176,7 @@ async def verify_confirm(data: VerifyConfirm, session: SessionDep) -> None:
 account_router = KeelRouter(prefix="/users", tags=["users"])
 WRONG_PASSWORD: Responses = {
     401: {"description": "Not signed in, or `current_password` is incorrect"},
+    429: {"description": "Too many failed passwords, or requests; see Retry-After"},
 }
 
 
@@ -195,11 +196,12 @@ async def update_me(
     changes: UserUpdate,
     session: SessionDep,
     services: ServicesDep,
+    guard: PasswordGuardDep,
     viewer: ViewerDep,
     background: BackgroundTasks,
 ) -> Any:
     user, outbox = await service.update_own_account(
-        session, services.passwords, services.settings, viewer, changes
+        session, services.passwords, guard, services.settings, viewer, changes
     )
     for mail in outbox:
         background.add_task(services.mailer.send, mail)
@@ -209,12 +211,17 @@ async def update_me(
 @account_router.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=SIGNED_IN_ERRORS,
+    responses={**SIGNED_IN_ERRORS, **WRONG_PASSWORD},
     summary="Change my password (ends my other sessions)",
+    description="Wrong `current_password`s count against the sign-in failure limits.",
 )
 async def change_password(
-    data: PasswordChange, session: SessionDep, services: ServicesDep, viewer: ViewerDep
+    data: PasswordChange,
+    session: SessionDep,
+    services: ServicesDep,
+    guard: PasswordGuardDep,
+    viewer: ViewerDep,
 ) -> None:
     await service.change_password(
-        session, services.passwords, viewer, data.current_password, data.new_password
+        session, services.passwords, guard, viewer, data.current_password, data.new_password
     )

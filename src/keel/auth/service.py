@@ -107,14 +107,18 @@ async def load_viewer(reads: ReadPool, user_id: UUID, family_id: UUID) -> Viewer
 async def change_password(
     session: AsyncSession,
     passwords: PasswordHasher,
+    guard: PasswordGuard,
     viewer: Viewer,
     current_password: str,
     new_password: str,
 ) -> None:
-    """Needs the current password; ends every other session of the user."""
-    await users.replace_password(session, passwords, viewer.user_id, current_password, new_password)
+    """Needs the current password, its failures counted like sign-in failures; ends every
+    other session of the user and any pending email change."""
+    user = await users.get_user(session, viewer.user_id)
+    await _check_current_password(passwords, guard, user, current_password)
+    await users.set_password_hash(session, user.id, await passwords.hash(new_password))
     await repository.revoke_user_families(
-        session, viewer.user_id, "password changed", keep=viewer.family_id
+        session, user.id, "password changed", keep=viewer.family_id
     )
 
 
@@ -231,6 +235,7 @@ async def confirm_verification(session: AsyncSession, token: str) -> None:
 async def update_own_account(
     session: AsyncSession,
     passwords: PasswordHasher,
+    guard: PasswordGuard,
     settings: Settings,
     viewer: Viewer,
     changes: UserUpdate,
@@ -247,14 +252,26 @@ async def update_own_account(
     outbox: list[Mail] = []
     if changes.email is not None:
         outbox = await request_email_change(
-            session, passwords, settings, user, str(changes.email), changes.current_password
+            session, passwords, guard, settings, user, str(changes.email), changes.current_password
         )
     return user, outbox
+
+
+async def _check_current_password(
+    passwords: PasswordHasher, guard: PasswordGuard, user: User, password: str
+) -> None:
+    """A signed-in user's password, under the same failure limits as sign-in."""
+    valid, _ = await guard.verify(
+        passwords, account_key(user.id, user.email), password, user.hashed_password
+    )
+    if not valid:
+        raise Unauthorized("The current password is incorrect.")
 
 
 async def request_email_change(
     session: AsyncSession,
     passwords: PasswordHasher,
+    guard: PasswordGuard,
     settings: Settings,
     user: User,
     new_email: str,
@@ -262,7 +279,8 @@ async def request_email_change(
 ) -> list[Mail]:
     """Stage a change of the user's own email; the mails to send (new and old address).
 
-    Needs the current password. The new address becomes `pending_email` and gets a
+    Needs the current password (failures count as sign-in failures). The new address
+    becomes `pending_email` and gets a
     confirmation token; the old one is told. Nothing else changes until the token is
     confirmed, so a stolen access token alone can't take the account over. Asking for
     the current address cancels a pending change.
@@ -276,9 +294,7 @@ async def request_email_change(
             "Changing your email needs your current password in `current_password`.",
             field="current_password",
         )
-    valid, _ = await passwords.verify(current_password, user.hashed_password)
-    if not valid:
-        raise Unauthorized("The current password is incorrect.")
+    await _check_current_password(passwords, guard, user, current_password)
     if await users.find_by_email(session, new_email) is not None:
         raise Conflict("A user with this email already exists.", field="email")
     user.pending_email = new_email

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
 from keel.core.db import ReadPool
-from keel.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from keel.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from keel.core.passwords import PasswordHasher
 from keel.core.viewer import Viewer, evict_after_commit
 from keel.users import repository
@@ -75,6 +75,7 @@ async def update_user(
 
     Your own `email` doesn't change here (400): it changes at PATCH /users/me, through
     `keel.auth.service.request_email_change` (password, then a confirmation mail).
+    Passwords change through `keel.auth.service.change_password` (auth checks the old one).
     An admin changing someone else's email changes it at once, unverified unless
     `is_verified` says otherwise. Deactivating revokes the user's sessions: migration
     0007's trigger does it, for this path and every other one.
@@ -105,27 +106,6 @@ async def update_user(
     if {"is_active", "is_superuser"} & fields.keys():
         evict_after_commit(session, user_id=user.id)
     return await repository.flush_user(session, user)
-
-
-async def replace_password(
-    session: AsyncSession,
-    passwords: PasswordHasher,
-    user_id: UUID,
-    current_password: str,
-    new_password: str,
-) -> None:
-    """Set a new password if `current_password` is right (ending sessions is auth's part).
-
-    A pending email change ends with it: whoever asked for it must ask again.
-    """
-    user = await get_user(session, user_id)
-    valid, _ = await passwords.verify(current_password, user.hashed_password)
-    if not valid:
-        raise Unauthorized("The current password is incorrect.")
-    user.hashed_password = await passwords.hash(new_password)
-    user.pending_email = None
-    await session.flush()
-    evict_after_commit(session, user_id=user.id)
 
 
 async def delete_user(session: AsyncSession, user_id: UUID) -> None:
