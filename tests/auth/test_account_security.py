@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
@@ -89,3 +90,18 @@ async def test_a_reset_token_dies_when_the_address_changes(
     )
     assert moved.status_code == 200
     assert await _confirm_reset(client, token) == 400
+
+
+@pytest.mark.parametrize("kind", ["password-reset", "verify"])
+async def test_mails_to_one_address_are_throttled_silently(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient, kind: str
+) -> None:
+    flooded = await make_user(app, db_session)
+    other = await make_user(app, db_session)
+    url = f"{AUTH}/{kind}/request"
+    with capture_logs() as logs:
+        answers = [await client.post(url, json={"email": flooded.email}) for _ in range(6)]
+        other_answer = await client.post(url, json={"email": other.email})
+    assert {(a.status_code, a.text) for a in answers} == {(202, other_answer.text)}
+    assert len(mails(logs, to=flooded.email)) == 3  # RATE_LIMIT_MAIL: 3 per hour
+    assert len(mails(logs, to=other.email)) == 1

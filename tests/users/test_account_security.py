@@ -134,3 +134,18 @@ async def test_current_password_failures_are_limited_like_sign_in_failures(
     assert int(limited.headers["retry-after"]) >= 1
     # Still the old password, and the session is intact.
     assert (await client.get(f"{USERS}/me", headers=auth)).status_code == 200
+
+
+async def test_email_change_mails_are_throttled_per_address(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    user, auth = await signed_in(app, db_session, client)
+    body = {"email": "victim@example.com", "current_password": PASSWORD}
+    with capture_logs() as logs:
+        statuses = [
+            (await client.patch(f"{USERS}/me", headers=auth, json=body)).status_code
+            for _ in range(5)
+        ]
+    assert statuses == [200] * 5
+    assert len(mails(logs, to="victim@example.com")) == 3
+    assert len(mails(logs, to=user.email)) == 3

@@ -130,7 +130,9 @@ async def logout(session: SessionDep, viewer: ViewerDep) -> None:
 async def password_reset_request(
     data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_password_reset(session, services.settings, str(data.email))
+    mail = await service.request_password_reset(
+        session, services.settings, services.ratelimiter, str(data.email)
+    )
     return _accepted(mail, services.mailer, background)
 
 
@@ -158,7 +160,9 @@ async def password_reset_confirm(
 async def verify_request(
     data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_verification(session, services.settings, str(data.email))
+    mail = await service.request_verification(
+        session, services.settings, services.ratelimiter, str(data.email)
+    )
     return _accepted(mail, services.mailer, background)
 
 
@@ -201,7 +205,7 @@ async def update_me(
     background: BackgroundTasks,
 ) -> Any:
     user, outbox = await service.update_own_account(
-        session, services.passwords, guard, services.settings, viewer, changes
+        session, services.passwords, guard, services.settings, services.ratelimiter, viewer, changes
     )
     for mail in outbox:
         background.add_task(services.mailer.send, mail)

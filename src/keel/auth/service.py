@@ -19,6 +19,7 @@ from keel.core.db import ReadPool
 from keel.core.errors import BadRequest, Conflict, Unauthorized
 from keel.core.mail import Mail
 from keel.core.passwords import PasswordHasher
+from keel.core.ratelimit import RateLimiter
 from keel.core.security import InvalidToken, TokenService
 from keel.core.viewer import Viewer
 from keel.users import service as users
@@ -27,6 +28,8 @@ from keel.users.schemas import UserUpdate
 
 log = structlog.get_logger(__name__)
 BAD_CREDENTIALS = "Incorrect username/email or password."
+MAIL_SCOPE = "mail-per-address"
+EMAIL_CHANGE_NOTICE = "email_change_notice"  # the mail kind telling the old address
 
 
 async def issue_pair(
@@ -147,10 +150,25 @@ async def _new_action_token(
     return token
 
 
+async def _may_mail(limiter: RateLimiter, settings: Settings, kind: str, address: str) -> bool:
+    """Whether one more `kind` mail may go to `address` now (`RATE_LIMIT_MAIL`).
+
+    Counted for every requested address, registered or not, and never told to the client:
+    a refused mail just isn't sent.
+    """
+    key = address_hash(address).hex()  # no addresses in Redis keys
+    allowed = (await limiter.hit(settings.rate_limit_mail, MAIL_SCOPE, kind, key)).allowed
+    if not allowed:
+        log.info("auth.mail_throttled", kind=kind)
+    return allowed
+
+
 async def request_password_reset(
-    session: AsyncSession, settings: Settings, email: str
+    session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
     """A reset mail for an active account; None (and the same answer) otherwise."""
+    if not await _may_mail(limiter, settings, ActionPurpose.PASSWORD_RESET, email):
+        return None
     user = await users.find_by_email(session, email)
     if user is None or not user.is_active:
         return None
@@ -202,8 +220,10 @@ async def verification_mail(session: AsyncSession, settings: Settings, user: Use
 
 
 async def request_verification(
-    session: AsyncSession, settings: Settings, email: str
+    session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
+    if not await _may_mail(limiter, settings, ActionPurpose.VERIFY_EMAIL, email):
+        return None
     user = await users.find_by_email(session, email)
     if user is None or user.is_verified or not user.is_active:
         return None
@@ -237,6 +257,7 @@ async def update_own_account(
     passwords: PasswordHasher,
     guard: PasswordGuard,
     settings: Settings,
+    limiter: RateLimiter,
     viewer: Viewer,
     changes: UserUpdate,
 ) -> tuple[User, list[Mail]]:
@@ -252,7 +273,14 @@ async def update_own_account(
     outbox: list[Mail] = []
     if changes.email is not None:
         outbox = await request_email_change(
-            session, passwords, guard, settings, user, str(changes.email), changes.current_password
+            session,
+            passwords,
+            guard,
+            settings,
+            limiter,
+            user,
+            str(changes.email),
+            changes.current_password,
         )
     return user, outbox
 
@@ -273,6 +301,7 @@ async def request_email_change(
     passwords: PasswordHasher,
     guard: PasswordGuard,
     settings: Settings,
+    limiter: RateLimiter,
     user: User,
     new_email: str,
     current_password: str | None,
@@ -299,10 +328,21 @@ async def request_email_change(
         raise Conflict("A user with this email already exists.", field="email")
     user.pending_email = new_email
     await session.flush()
+    outbox: list[Mail] = []
+    if await _may_mail(limiter, settings, ActionPurpose.VERIFY_EMAIL, new_email):
+        outbox.append(await _email_change_confirmation(session, settings, user, new_email))
+    if await _may_mail(limiter, settings, EMAIL_CHANGE_NOTICE, user.email):
+        outbox.append(_email_change_notice(settings, user, new_email))
+    return outbox
+
+
+async def _email_change_confirmation(
+    session: AsyncSession, settings: Settings, user: User, new_email: str
+) -> Mail:
     hours = settings.verify_email_hours
     ttl = timedelta(hours=hours)
     token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, new_email)
-    confirm = Mail(
+    return Mail(
         to=new_email,
         subject="Confirm your new email for Keel",
         body=(
@@ -311,7 +351,10 @@ async def request_email_change(
             "/api/v1/auth/verify/confirm\n\nUntil then the account keeps its old address."
         ),
     )
-    notice = Mail(
+
+
+def _email_change_notice(settings: Settings, user: User, new_email: str) -> Mail:
+    return Mail(
         to=user.email,
         subject="Your Keel email is about to change",
         body=(
@@ -321,4 +364,3 @@ async def request_email_change(
             f"every session.\n\nPOST {settings.public_base_url}/api/v1/auth/password-reset/request"
         ),
     )
-    return [confirm, notice]
