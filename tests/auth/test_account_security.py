@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
@@ -105,3 +107,32 @@ async def test_mails_to_one_address_are_throttled_silently(
     assert {(a.status_code, a.text) for a in answers} == {(202, other_answer.text)}
     assert len(mails(logs, to=flooded.email)) == 3  # RATE_LIMIT_MAIL: 3 per hour
     assert len(mails(logs, to=other.email)) == 1
+
+
+@pytest.mark.parametrize("kind", ["password-reset", "verify"])
+async def test_mail_requests_do_the_same_work_for_registered_and_unknown_addresses(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient, kind: str
+) -> None:
+    # Timing is what leaks; what can be asserted is that both run the same statements.
+    user = await make_user(app, db_session)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement))
+
+    async def work_for(email: str) -> list[str]:
+        statements.clear()
+        engine = app.state.db.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            with capture_logs() as logs:
+                response = await client.post(f"{AUTH}/{kind}/request", json={"email": email})
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert response.status_code == 202
+        assert len(mails(logs)) == (email == user.email)
+        return list(statements)
+
+    registered = await work_for(user.email)
+    assert registered
+    assert await work_for("nobody-here@example.com") == registered

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import DateTime, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from keel.auth.models import ActionPurpose, ActionToken, RefreshToken, TokenFamily
 from keel.core.db import ReadPool
+from keel.core.ids import uuid7
 from keel.core.viewer import Viewer, evict_after_commit
+from keel.users.models import User
 
 # The caller behind an access token, if its session is open and the account active.
 VIEWER_QUERY = """
@@ -107,6 +109,50 @@ async def add_action_token(
         )
     )
     await session.flush()
+
+
+async def issue_action_token_for_address(
+    session: AsyncSession,
+    purpose: ActionPurpose,
+    email: str,
+    token_hash: bytes,
+    sent_to_hash: bytes,
+    expires_at: datetime,
+    *,
+    unverified_only: bool,
+) -> str | None:
+    """Store a token for the active account with `email`, if any; that account's address.
+
+    Built so that a registered and an unknown address cost the same: the same two
+    statements run either way (the token row is inserted for whoever matches, maybe no
+    one), and the commit doesn't wait for the WAL to reach the disk, which only the
+    insert would otherwise pay. A crash right after could lose the token; its owner
+    asks again.
+    """
+    await session.execute(text("SET LOCAL synchronous_commit = off"))
+    target = select(col(User.id), col(User.email)).where(
+        col(User.email) == email, col(User.is_active).is_(True)
+    )
+    if unverified_only:
+        target = target.where(col(User.is_verified).is_(False))
+    matched = target.cte("target")
+    issued = (
+        insert(ActionToken)
+        .from_select(
+            ["id", "user_id", "purpose", "token_hash", "sent_to_hash", "expires_at"],
+            select(
+                literal(uuid7()),
+                matched.c.id,
+                literal(str(purpose)),
+                literal(token_hash),
+                literal(sent_to_hash),
+                literal(expires_at, DateTime(timezone=True)),
+            ),
+        )
+        .cte("issued")
+    )
+    statement = select(matched.c.email).add_cte(issued)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,19 +163,45 @@ async def _may_mail(limiter: RateLimiter, settings: Settings, kind: str, address
     return allowed
 
 
+async def _mail_token_to_address(
+    session: AsyncSession,
+    purpose: ActionPurpose,
+    email: str,
+    ttl: timedelta,
+    *,
+    unverified_only: bool = False,
+) -> tuple[str, str] | None:
+    """`(address, token)` if an active account has `email`; the same work either way."""
+    token = secrets.token_urlsafe(32)
+    address = await repository.issue_action_token_for_address(
+        session,
+        purpose,
+        email,
+        _token_hash(token),
+        address_hash(email),
+        datetime.now(UTC) + ttl,
+        unverified_only=unverified_only,
+    )
+    return (address, token) if address is not None else None
+
+
 async def request_password_reset(
     session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
-    """A reset mail for an active account; None (and the same answer) otherwise."""
+    """A reset mail for an active account; None (and the same answer) otherwise.
+
+    Registered or not, an address costs the same work before the answer, so timing
+    doesn't tell them apart; the mail itself goes after the response.
+    """
     if not await _may_mail(limiter, settings, ActionPurpose.PASSWORD_RESET, email):
         return None
-    user = await users.find_by_email(session, email)
-    if user is None or not user.is_active:
-        return None
     ttl = timedelta(minutes=settings.password_reset_minutes)
-    token = await _new_action_token(session, user, ActionPurpose.PASSWORD_RESET, ttl, user.email)
+    issued = await _mail_token_to_address(session, ActionPurpose.PASSWORD_RESET, email, ttl)
+    if issued is None:
+        return None
+    address, token = issued
     return Mail(
-        to=user.email,
+        to=address,
         subject="Reset your Keel password",
         body=(
             f"Use this token to set a new password within {settings.password_reset_minutes} "
@@ -206,11 +232,9 @@ async def confirm_password_reset(
     await guard.clear_failures(account_key(user.id, user.email))
 
 
-async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
-    ttl = timedelta(hours=settings.verify_email_hours)
-    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, user.email)
+def _verification_mail(settings: Settings, address: str, token: str) -> Mail:
     return Mail(
-        to=user.email,
+        to=address,
         subject="Confirm your email for Keel",
         body=(
             f"Confirm your email within {settings.verify_email_hours} hours with this token:"
@@ -219,15 +243,23 @@ async def verification_mail(session: AsyncSession, settings: Settings, user: Use
     )
 
 
+async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
+    ttl = timedelta(hours=settings.verify_email_hours)
+    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, user.email)
+    return _verification_mail(settings, user.email, token)
+
+
 async def request_verification(
     session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
+    """A verification mail for an active, unverified account; None otherwise (same work)."""
     if not await _may_mail(limiter, settings, ActionPurpose.VERIFY_EMAIL, email):
         return None
-    user = await users.find_by_email(session, email)
-    if user is None or user.is_verified or not user.is_active:
-        return None
-    return await verification_mail(session, settings, user)
+    ttl = timedelta(hours=settings.verify_email_hours)
+    issued = await _mail_token_to_address(
+        session, ActionPurpose.VERIFY_EMAIL, email, ttl, unverified_only=True
+    )
+    return _verification_mail(settings, *issued) if issued is not None else None
 
 
 async def confirm_verification(session: AsyncSession, token: str) -> None:
