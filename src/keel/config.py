@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     password_reset_minutes: Annotated[int, Field(ge=5)] = 30
     verify_email_hours: Annotated[int, Field(ge=1)] = 48
     signup_enabled: bool = True
+    # Sign-up that never reveals a registered email: 202 and a mail either way, the
+    # account created when the address confirms it (README: Security).
+    signup_enumeration_safe: bool = False
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
     argon2_memory_kib: Annotated[int, Field(ge=19_456)] = 19_456
     argon2_time_cost: Annotated[int, Field(ge=2)] = 2

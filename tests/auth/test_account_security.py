@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from tests.auth.mailbox import mails, token_in
+from tests.auth.statements import statements_run
 from tests.users.factory import PASSWORD, bearer, make_user, sign_in, signed_in
 
 AUTH = "/api/v1/auth"
@@ -115,23 +114,13 @@ async def test_mail_requests_do_the_same_work_for_registered_and_unknown_address
 ) -> None:
     # Timing is what leaks; what can be asserted is that both run the same statements.
     user = await make_user(app, db_session)
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement))
 
     async def work_for(email: str) -> list[str]:
-        statements.clear()
-        engine = app.state.db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            with capture_logs() as logs:
-                response = await client.post(f"{AUTH}/{kind}/request", json={"email": email})
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
+        with statements_run(app) as statements, capture_logs() as logs:
+            response = await client.post(f"{AUTH}/{kind}/request", json={"email": email})
         assert response.status_code == 202
         assert len(mails(logs)) == (email == user.email)
-        return list(statements)
+        return statements
 
     registered = await work_for(user.email)
     assert registered

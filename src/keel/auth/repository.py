@@ -6,11 +6,31 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import DateTime, func, insert, literal, select, text, update
+from sqlalchemy import (
+    DateTime,
+    LargeBinary,
+    Text,
+    Uuid,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import CITEXT
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from keel.auth.models import ActionPurpose, ActionToken, RefreshToken, TokenFamily
+from keel.auth.models import (
+    ActionPurpose,
+    ActionToken,
+    RefreshToken,
+    SignupRequest,
+    TokenFamily,
+)
 from keel.core.db import ReadPool
 from keel.core.ids import uuid7
 from keel.core.viewer import Viewer, evict_after_commit
@@ -178,3 +198,42 @@ async def consume_action_token(
     )
     row = (await session.execute(statement)).first()
     return SpentToken(user_id=row[0], sent_to_hash=row[1]) if row else None
+
+
+async def add_signup_request_unless_registered(
+    session: AsyncSession, request: SignupRequest
+) -> bool:
+    """Store `request` unless its address has an account; whether it was stored.
+
+    The same two statements either way, and a commit that doesn't wait for the WAL
+    flush (see `issue_action_token_for_address`): a lost request is just signed up again.
+    """
+    await session.execute(text("SET LOCAL synchronous_commit = off"))
+    registered = exists().where(col(User.email) == request.email)
+    values = select(
+        literal(request.id, Uuid()),
+        literal(request.email, CITEXT()),
+        literal(request.username, Text()),
+        literal(request.full_name, Text()),
+        literal(request.hashed_password, Text()),
+        literal(request.token_hash, LargeBinary()),
+        literal(request.expires_at, DateTime(timezone=True)),
+    ).where(~registered)
+    columns = ["id", "email", "username", "full_name", "hashed_password", "token_hash"]
+    statement = (
+        insert(SignupRequest)
+        .from_select([*columns, "expires_at"], values)
+        .returning(col(SignupRequest.id))
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def consume_signup_request(session: AsyncSession, token_hash: bytes) -> SignupRequest | None:
+    """Take the live sign-up request with this token out of the table; expired ones go too."""
+    await session.execute(delete(SignupRequest).where(col(SignupRequest.expires_at) <= func.now()))
+    statement = (
+        delete(SignupRequest)
+        .where(col(SignupRequest.token_hash) == token_hash)
+        .returning(SignupRequest)
+    )
+    return (await session.scalars(statement)).first()

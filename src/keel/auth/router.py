@@ -48,27 +48,67 @@ def _accepted(mail: Mail | None, mailer: Mailer, background: BackgroundTasks) ->
     return Accepted(detail=ACCEPTED)
 
 
+SIGNUP_STARTED = "Check your inbox: a message to that address tells how to go on."
+SIGNUP_OFF: Responses = {403: {"description": "Sign-up is turned off"}}
+
+
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    response_model=UserPrivate,
+    response_model=UserPrivate | Accepted,
     responses={
-        403: {"description": "Sign-up is turned off"},
-        409: {"description": "Email or username already taken"},
+        201: {"model": UserPrivate, "description": "The account (the default mode)"},
+        202: {
+            "model": Accepted,
+            "description": "SIGNUP_ENUMERATION_SAFE: the same answer whether or not the "
+            "email has an account; the account is created at `/auth/signup/confirm`",
+        },
+        **SIGNUP_OFF,
+        409: {"description": "Email or username already taken (the default mode)"},
         **RATE_LIMITED,
     },
     summary="Create an account",
 )
 async def signup(
-    data: UserCreate, session: SessionDep, services: ServicesDep, background: BackgroundTasks
+    data: UserCreate,
+    response: Response,
+    session: SessionDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
 ) -> Any:
     settings = services.settings
     if not settings.signup_enabled:
         raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
+    if settings.signup_enumeration_safe:
+        mail = await service.request_signup(
+            session, services.passwords, settings, services.ratelimiter, data
+        )
+        if mail is not None:
+            background.add_task(services.mailer.send, mail)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return Accepted(detail=SIGNUP_STARTED)
     user = await users.create_user(session, services.passwords, data)
     mail = await service.verification_mail(session, settings, user)
     background.add_task(services.mailer.send, mail)
     return user
+
+
+@router.post(
+    "/signup/confirm",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPrivate,
+    responses={
+        400: {"description": "Invalid, used or expired token"},
+        **SIGNUP_OFF,
+        409: {"description": "Email or username taken since the sign-up; sign up again"},
+        **RATE_LIMITED,
+    },
+    summary="Create the account of an enumeration-safe sign-up",
+)
+async def signup_confirm(data: VerifyConfirm, session: SessionDep, services: ServicesDep) -> Any:
+    if not services.settings.signup_enabled:
+        raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
+    return await service.confirm_signup(session, data.token)
 
 
 class LoginForm:

@@ -10,9 +10,9 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.auth import repository
+from keel.auth import mails, repository
 from keel.auth.guard import PasswordGuard, account_key
-from keel.auth.models import ActionPurpose
+from keel.auth.models import ActionPurpose, SignupRequest
 from keel.auth.schemas import TokenPair
 from keel.config import Settings
 from keel.core.db import ReadPool
@@ -24,11 +24,12 @@ from keel.core.security import InvalidToken, TokenService
 from keel.core.viewer import Viewer
 from keel.users import service as users
 from keel.users.models import User
-from keel.users.schemas import UserUpdate
+from keel.users.schemas import UserCreate, UserUpdate
 
 log = structlog.get_logger(__name__)
 BAD_CREDENTIALS = "Incorrect username/email or password."
 MAIL_SCOPE = "mail-per-address"
+SIGNUP_MAIL = "signup"  # the mail kind of enumeration-safe sign-ups (token or notice)
 EMAIL_CHANGE_NOTICE = "email_change_notice"  # the mail kind telling the old address
 
 
@@ -197,18 +198,7 @@ async def request_password_reset(
         return None
     ttl = timedelta(minutes=settings.password_reset_minutes)
     issued = await _mail_token_to_address(session, ActionPurpose.PASSWORD_RESET, email, ttl)
-    if issued is None:
-        return None
-    address, token = issued
-    return Mail(
-        to=address,
-        subject="Reset your Keel password",
-        body=(
-            f"Use this token to set a new password within {settings.password_reset_minutes} "
-            f"minutes:\n\n{token}\n\nPOST {settings.public_base_url}"
-            '/api/v1/auth/password-reset/confirm with {"token": ..., "new_password": ...}'
-        ),
-    )
+    return mails.password_reset(settings, *issued) if issued is not None else None
 
 
 async def confirm_password_reset(
@@ -232,21 +222,10 @@ async def confirm_password_reset(
     await guard.clear_failures(account_key(user.id, user.email))
 
 
-def _verification_mail(settings: Settings, address: str, token: str) -> Mail:
-    return Mail(
-        to=address,
-        subject="Confirm your email for Keel",
-        body=(
-            f"Confirm your email within {settings.verify_email_hours} hours with this token:"
-            f"\n\n{token}\n\nPOST {settings.public_base_url}/api/v1/auth/verify/confirm"
-        ),
-    )
-
-
 async def verification_mail(session: AsyncSession, settings: Settings, user: User) -> Mail:
     ttl = timedelta(hours=settings.verify_email_hours)
     token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, user.email)
-    return _verification_mail(settings, user.email, token)
+    return mails.verify_email(settings, user.email, token)
 
 
 async def request_verification(
@@ -259,7 +238,7 @@ async def request_verification(
     issued = await _mail_token_to_address(
         session, ActionPurpose.VERIFY_EMAIL, email, ttl, unverified_only=True
     )
-    return _verification_mail(settings, *issued) if issued is not None else None
+    return mails.verify_email(settings, *issued) if issued is not None else None
 
 
 async def confirm_verification(session: AsyncSession, token: str) -> None:
@@ -341,10 +320,11 @@ async def request_email_change(
     """Stage a change of the user's own email; the mails to send (new and old address).
 
     Needs the current password (failures count as sign-in failures). The new address
-    becomes `pending_email` and gets a
-    confirmation token; the old one is told. Nothing else changes until the token is
-    confirmed, so a stolen access token alone can't take the account over. Asking for
-    the current address cancels a pending change.
+    becomes `pending_email` and gets a confirmation token; the old one is told. Nothing
+    else changes until the token is confirmed, so a stolen access token alone can't
+    take the account over. Asking for the current address cancels a pending change.
+    An address another account has is a 409, or with SIGNUP_ENUMERATION_SAFE looks
+    staged like any other (its owner gets a notice instead of a token).
     """
     if new_email.lower() == user.email.lower():
         user.pending_email = None
@@ -356,43 +336,72 @@ async def request_email_change(
             field="current_password",
         )
     await _check_current_password(passwords, guard, user, current_password)
-    if await users.find_by_email(session, new_email) is not None:
+    in_use = await users.find_by_email(session, new_email) is not None
+    if in_use and not settings.signup_enumeration_safe:
         raise Conflict("A user with this email already exists.", field="email")
     user.pending_email = new_email
     await session.flush()
     outbox: list[Mail] = []
     if await _may_mail(limiter, settings, ActionPurpose.VERIFY_EMAIL, new_email):
-        outbox.append(await _email_change_confirmation(session, settings, user, new_email))
+        if in_use:
+            outbox.append(mails.address_in_use_notice(settings, new_email))
+        else:
+            ttl = timedelta(hours=settings.verify_email_hours)
+            purpose = ActionPurpose.VERIFY_EMAIL
+            token = await _new_action_token(session, user, purpose, ttl, new_email)
+            outbox.append(mails.confirm_new_email(settings, new_email, user.username, token))
     if await _may_mail(limiter, settings, EMAIL_CHANGE_NOTICE, user.email):
-        outbox.append(_email_change_notice(settings, user, new_email))
+        outbox.append(mails.email_change_notice(settings, user.email, user.username, new_email))
     return outbox
 
 
-async def _email_change_confirmation(
-    session: AsyncSession, settings: Settings, user: User, new_email: str
-) -> Mail:
-    hours = settings.verify_email_hours
-    ttl = timedelta(hours=hours)
-    token = await _new_action_token(session, user, ActionPurpose.VERIFY_EMAIL, ttl, new_email)
-    return Mail(
-        to=new_email,
-        subject="Confirm your new email for Keel",
-        body=(
-            f"Confirm this address for the Keel account {user.username} within {hours} hours "
-            f"with this token:\n\n{token}\n\nPOST {settings.public_base_url}"
-            "/api/v1/auth/verify/confirm\n\nUntil then the account keeps its old address."
-        ),
+async def request_signup(
+    session: AsyncSession,
+    passwords: PasswordHasher,
+    settings: Settings,
+    limiter: RateLimiter,
+    data: UserCreate,
+) -> Mail | None:
+    """Enumeration-safe sign-up (SIGNUP_ENUMERATION_SAFE): the mail to send, if any.
+
+    Nothing is created yet. A new address gets a token that creates the account when it
+    comes back (`confirm_signup`); a registered one gets a notice. Both cost the same
+    before the answer: the password hash, then the same two statements. Since no
+    username is taken and no account can sign in before the confirmation, no later
+    request tells the two apart either.
+    """
+    email = str(data.email)
+    if not await _may_mail(limiter, settings, SIGNUP_MAIL, email):
+        return None
+    token = secrets.token_urlsafe(32)
+    request = SignupRequest(
+        email=email,
+        username=data.username,
+        full_name=data.full_name,
+        hashed_password=await passwords.hash(data.password),
+        token_hash=_token_hash(token),
+        expires_at=datetime.now(UTC) + timedelta(hours=settings.verify_email_hours),
     )
+    if await repository.add_signup_request_unless_registered(session, request):
+        return mails.confirm_signup(settings, email, data.username, token)
+    return mails.signup_attempt_notice(settings, email)
 
 
-def _email_change_notice(settings: Settings, user: User, new_email: str) -> Mail:
-    return Mail(
-        to=user.email,
-        subject="Your Keel email is about to change",
-        body=(
-            f"Someone signed in to your Keel account {user.username} asked to change its "
-            f"email to {new_email}. It changes only when that address confirms it.\n\n"
-            "If this wasn't you, reset your password now: that cancels the change and ends "
-            f"every session.\n\nPOST {settings.public_base_url}/api/v1/auth/password-reset/request"
-        ),
+async def confirm_signup(session: AsyncSession, token: str) -> User:
+    """Create the account a sign-up token stands for, its address verified.
+
+    409 if the email or username was taken since: sign up again.
+    """
+    request = await repository.consume_signup_request(session, _token_hash(token))
+    if request is None:
+        raise BadRequest("The sign-up token is invalid, used or expired.")
+    user = User(
+        email=request.email,
+        username=request.username,
+        full_name=request.full_name,
+        hashed_password=request.hashed_password,
+        is_verified=True,
     )
+    user = await users.save_user(session, user)
+    log.info("auth.signup_confirmed", user_id=str(user.id))
+    return user

@@ -10,6 +10,8 @@
   Tokens issued before this revision get an empty hash, which matches no address.
 - `users.pending_email`: a user's own email change waits there until the new address
   confirms it.
+- `signup_requests`: with SIGNUP_ENUMERATION_SAFE, a sign-up waits there (password
+  already hashed) until its address confirms it; only then is the account created.
 
 Revision ID: 0007
 Revises: 0006
@@ -29,6 +31,25 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "signup_requests",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("email", CITEXT(), nullable=False),
+        sa.Column("username", sa.Text(), nullable=False),
+        sa.Column("full_name", sa.String(length=255), nullable=True),
+        sa.Column("hashed_password", sa.Text(), nullable=False),
+        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_signup_requests")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_signup_requests_token_hash")),
+        schema="app",
+    )
     op.add_column("users", sa.Column("pending_email", CITEXT(), nullable=True), schema="app")
     op.add_column(
         "action_tokens",
@@ -87,3 +108,4 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS app.end_sessions_on_deactivation()")
     op.drop_column("action_tokens", "sent_to_hash", schema="app")
     op.drop_column("users", "pending_email", schema="app")
+    op.drop_table("signup_requests", schema="app")
