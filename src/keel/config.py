@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     password_reset_minutes: Annotated[int, Field(ge=5)] = 30
     verify_email_hours: Annotated[int, Field(ge=1)] = 48
     signup_enabled: bool = True
+    # Sign-up that never reveals a registered email: 202 and a mail either way, the
+    # account created when the address confirms it (README: Security).
+    signup_enumeration_safe: bool = False
     # argon2id cost; the defaults are OWASP's minimum (19 MiB, 2 passes, 1 lane).
     argon2_memory_kib: Annotated[int, Field(ge=19_456)] = 19_456
     argon2_time_cost: Annotated[int, Field(ge=2)] = 2
@@ -96,7 +99,13 @@ class Settings(BaseSettings):
 
     # --- rate limits (`limits` syntax: "5/15 minutes") ---------------------------
     rate_limit_enabled: bool = True
+    # Failed password checks (sign-in, password change, email change): per account, then
+    # per client IP. Successes reset the account's count and never count against the IP.
     rate_limit_login: str = "5/15 minutes"
+    rate_limit_login_ip: str = "100/15 minutes"
+    # Reset and verification mails (and email-change notices) per address and kind; past
+    # it, requests get the same answer and send nothing.
+    rate_limit_mail: str = "3/hour"
     rate_limit_user: str = "600/minute"
     rate_limit_anonymous: str = "120/minute"
 

@@ -76,7 +76,8 @@ async def test_memory_limits_are_per_process(database_url: str, tmp_path: Path) 
 
 
 async def test_login_limit_counts_per_ip_across_accounts(database_url: str, tmp_path: Path) -> None:
-    async with running(make_settings(database_url, tmp_path)) as http:
+    settings = make_settings(database_url, tmp_path, rate_limit_login_ip="5/15 minutes")
+    async with running(settings) as http:
         statuses = []
         for _ in range(6):
             response = await http.post(

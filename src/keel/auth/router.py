@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, Depends, Form, Request, Response, status
+from fastapi import BackgroundTasks, Depends, Form, Response, status
 
 from keel.auth import service
+from keel.auth.guard import PasswordGuardDep
 from keel.auth.schemas import (
     Accepted,
     EmailRequest,
@@ -18,14 +19,13 @@ from keel.auth.schemas import (
     VerifyConfirm,
 )
 from keel.core.db import SessionDep
-from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep, client_ip
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.errors import Forbidden
 from keel.core.mail import Mail, Mailer
 from keel.core.passwords import MAX_PASSWORD_LENGTH
-from keel.core.ratelimit import too_many_requests
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service as users
-from keel.users.schemas import PasswordChange, UserCreate, UserPrivate
+from keel.users.schemas import PasswordChange, UserCreate, UserPrivate, UserUpdate
 
 
 async def no_store(response: Response) -> None:
@@ -48,27 +48,67 @@ def _accepted(mail: Mail | None, mailer: Mailer, background: BackgroundTasks) ->
     return Accepted(detail=ACCEPTED)
 
 
+SIGNUP_STARTED = "Check your inbox: a message to that address tells how to go on."
+SIGNUP_OFF: Responses = {403: {"description": "Sign-up is turned off"}}
+
+
 @router.post(
     "/signup",
     status_code=status.HTTP_201_CREATED,
-    response_model=UserPrivate,
+    response_model=UserPrivate | Accepted,
     responses={
-        403: {"description": "Sign-up is turned off"},
-        409: {"description": "Email or username already taken"},
+        201: {"model": UserPrivate, "description": "The account (the default mode)"},
+        202: {
+            "model": Accepted,
+            "description": "SIGNUP_ENUMERATION_SAFE: the same answer whether or not the "
+            "email has an account; the account is created at `/auth/signup/confirm`",
+        },
+        **SIGNUP_OFF,
+        409: {"description": "Email or username already taken (the default mode)"},
         **RATE_LIMITED,
     },
     summary="Create an account",
 )
 async def signup(
-    data: UserCreate, session: SessionDep, services: ServicesDep, background: BackgroundTasks
+    data: UserCreate,
+    response: Response,
+    session: SessionDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
 ) -> Any:
     settings = services.settings
     if not settings.signup_enabled:
         raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
+    if settings.signup_enumeration_safe:
+        mail = await service.request_signup(
+            session, services.passwords, settings, services.ratelimiter, data
+        )
+        if mail is not None:
+            background.add_task(services.mailer.send, mail)
+        response.status_code = status.HTTP_202_ACCEPTED
+        return Accepted(detail=SIGNUP_STARTED)
     user = await users.create_user(session, services.passwords, data)
     mail = await service.verification_mail(session, settings, user)
     background.add_task(services.mailer.send, mail)
     return user
+
+
+@router.post(
+    "/signup/confirm",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPrivate,
+    responses={
+        400: {"description": "Invalid, used or expired token"},
+        **SIGNUP_OFF,
+        409: {"description": "Email or username taken since the sign-up; sign up again"},
+        **RATE_LIMITED,
+    },
+    summary="Create the account of an enumeration-safe sign-up",
+)
+async def signup_confirm(data: VerifyConfirm, session: SessionDep, services: ServicesDep) -> Any:
+    if not services.settings.signup_enabled:
+        raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
+    return await service.confirm_signup(session, data.token)
 
 
 class LoginForm:
@@ -90,17 +130,13 @@ class LoginForm:
     summary="Sign in with username or email and password",
 )
 async def login(
-    request: Request,
     form: Annotated[LoginForm, Depends()],
     session: SessionDep,
     services: ServicesDep,
+    guard: PasswordGuardDep,
 ) -> Any:
-    for scope, key in (("login-account", form.username.lower()), ("login-ip", client_ip(request))):
-        result = await services.ratelimiter.hit(services.settings.rate_limit_login, scope, key)
-        if not result.allowed:
-            raise too_many_requests(result)
     return await service.login(
-        session, services.tokens, services.passwords, form.username, form.password
+        session, services.tokens, services.passwords, guard, form.username, form.password
     )
 
 
@@ -134,7 +170,9 @@ async def logout(session: SessionDep, viewer: ViewerDep) -> None:
 async def password_reset_request(
     data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_password_reset(session, services.settings, str(data.email))
+    mail = await service.request_password_reset(
+        session, services.settings, services.ratelimiter, str(data.email)
+    )
     return _accepted(mail, services.mailer, background)
 
 
@@ -145,9 +183,11 @@ async def password_reset_request(
     summary="Set a new password with a reset token (ends all sessions)",
 )
 async def password_reset_confirm(
-    data: PasswordResetConfirm, session: SessionDep, services: ServicesDep
+    data: PasswordResetConfirm, session: SessionDep, services: ServicesDep, guard: PasswordGuardDep
 ) -> None:
-    await service.confirm_password_reset(session, services.passwords, data.token, data.new_password)
+    await service.confirm_password_reset(
+        session, services.passwords, guard, data.token, data.new_password
+    )
 
 
 @router.post(
@@ -160,7 +200,9 @@ async def password_reset_confirm(
 async def verify_request(
     data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_verification(session, services.settings, str(data.email))
+    mail = await service.request_verification(
+        session, services.settings, services.ratelimiter, str(data.email)
+    )
     return _accepted(mail, services.mailer, background)
 
 
@@ -174,19 +216,56 @@ async def verify_confirm(data: VerifyConfirm, session: SessionDep) -> None:
     await service.confirm_verification(session, data.token)
 
 
-# Credentials are auth's: the password change lives here, under the users' URL.
+# Credentials are auth's: the password and email changes live here, under the users' URL.
 account_router = KeelRouter(prefix="/users", tags=["users"])
+WRONG_PASSWORD: Responses = {
+    401: {"description": "Not signed in, or `current_password` is incorrect"},
+    429: {"description": "Too many failed passwords, or requests; see Retry-After"},
+}
+
+
+@account_router.patch(
+    "/me",
+    response_model=UserPrivate,
+    responses={
+        **SIGNED_IN_ERRORS,
+        400: {"description": "A new email without `current_password`"},
+        **WRONG_PASSWORD,
+        403: {"description": "Admin-only fields"},
+        409: {"description": "Email or username already taken"},
+    },
+    summary="Change my account (a new email needs the password, then a confirmation)",
+)
+async def update_me(
+    changes: UserUpdate,
+    session: SessionDep,
+    services: ServicesDep,
+    guard: PasswordGuardDep,
+    viewer: ViewerDep,
+    background: BackgroundTasks,
+) -> Any:
+    user, outbox = await service.update_own_account(
+        session, services.passwords, guard, services.settings, services.ratelimiter, viewer, changes
+    )
+    for mail in outbox:
+        background.add_task(services.mailer.send, mail)
+    return user
 
 
 @account_router.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=SIGNED_IN_ERRORS,
+    responses={**SIGNED_IN_ERRORS, **WRONG_PASSWORD},
     summary="Change my password (ends my other sessions)",
+    description="Wrong `current_password`s count against the sign-in failure limits.",
 )
 async def change_password(
-    data: PasswordChange, session: SessionDep, services: ServicesDep, viewer: ViewerDep
+    data: PasswordChange,
+    session: SessionDep,
+    services: ServicesDep,
+    guard: PasswordGuardDep,
+    viewer: ViewerDep,
 ) -> None:
     await service.change_password(
-        session, services.passwords, viewer, data.current_password, data.new_password
+        session, services.passwords, guard, viewer, data.current_password, data.new_password
     )

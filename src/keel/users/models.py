@@ -40,6 +40,8 @@ class User(SQLModel, table=True):
 
     id: UUID = Field(default_factory=uuid7, primary_key=True)
     email: str = Field(sa_column=Column(CITEXT, nullable=False, unique=True))
+    # An address the user asked to move to; it replaces `email` once a mailed token confirms it.
+    pending_email: str | None = Field(default=None, sa_column=Column(CITEXT))
     username: str = Field(sa_column=Column(Text, nullable=False))
     full_name: str | None = Field(default=None, sa_column=Column(String(FULL_NAME_MAX)))
     hashed_password: str = Field(sa_column=Column(Text, nullable=False))

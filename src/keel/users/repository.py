@@ -19,7 +19,7 @@ from keel.users.models import SEARCH_EXPRESSION, User
 # `UserPrivate` of one account, for the read path; metadata stays JSON text (never parsed).
 READ_PRIVATE = """
 SELECT id, username, full_name, created_at, email::text, is_active, is_superuser,
-       is_verified, last_login, metadata::text, updated_at
+       is_verified, last_login, metadata::text, updated_at, pending_email::text
 FROM app.users WHERE id = $1"""
 
 # Unique constraints and indexes -> the field a client should fix.
@@ -69,6 +69,7 @@ async def read_private(reads: ReadPool, user_id: UUID) -> dict[str, Any] | None:
         "last_login": row[8],
         "metadata": orjson.Fragment(row[9]),
         "updated_at": row[10],
+        "pending_email": row[11],
     }
 
 
@@ -117,6 +118,9 @@ async def superuser_exists(session: AsyncSession) -> bool:
 
 
 async def set_password_hash(session: AsyncSession, user_id: UUID, hashed: str) -> None:
+    """A new password hash; a pending email change ends with the old password."""
     await session.execute(
-        update(User).where(col(User.id) == user_id).values(hashed_password=hashed)
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(hashed_password=hashed, pending_email=None)
     )

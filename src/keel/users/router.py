@@ -68,14 +68,7 @@ async def read_me(viewer: ViewerDep, services: ServicesDep, response: Response) 
     return json_response(await service.read_me(services.db.reads, viewer), response)
 
 
-@router.patch(
-    "/me",
-    response_model=UserPrivate,
-    responses={**AUTH_ERRORS, 403: {"description": "Admin-only fields"}, **CONFLICT},
-    summary="Change my account",
-)
-async def update_me(changes: UserUpdate, session: SessionDep, viewer: ViewerDep) -> Any:
-    return await service.update_user(session, viewer, viewer.user_id, changes)
+# PATCH /users/me is auth's (keel.auth.router.account_router): it may change the email.
 
 
 @router.get(
@@ -93,6 +86,7 @@ async def read_user(user_id: UUID, session: SessionDep, _: ViewerDep) -> Any:
     response_model=UserPrivate,
     responses={
         **AUTH_ERRORS,
+        400: {"description": "Your own email: change it at PATCH /users/me"},
         403: {"description": "Not your account, or admin-only fields"},
         **NOT_FOUND,
         **CONFLICT,

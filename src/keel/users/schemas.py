@@ -40,12 +40,20 @@ class AdminUserCreate(UserCreate):
     is_verified: StrictBool = False
 
 
+CurrentPassword = Annotated[str, Field(max_length=MAX_PASSWORD_LENGTH)]
+
+
 class UserUpdate(BaseModel):
-    """PATCH body. The three flags are for admins: anyone else sending them gets a 403."""
+    """PATCH body. The three flags are for admins: anyone else sending them gets a 403.
+
+    A change of your own `email` needs `current_password`, and takes effect only when
+    the new address confirms it (see `pending_email`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     email: EmailStr | None = None
+    current_password: CurrentPassword | None = None
     username: Username | None = None
     full_name: FullName | None = None
     metadata: dict[str, Any] | None = Field(default=None, max_length=MAX_METADATA_KEYS)
@@ -60,7 +68,7 @@ ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser", "is_verified"})
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    current_password: Annotated[str, Field(max_length=MAX_PASSWORD_LENGTH)]
+    current_password: CurrentPassword
     new_password: Password
 
 
@@ -79,6 +87,9 @@ class UserPrivate(UserPublic):
     """What a user sees of themselves, and admins of anyone."""
 
     email: str
+    pending_email: str | None = Field(
+        description="An address you asked to move to; it becomes `email` once confirmed."
+    )
     is_active: bool
     is_superuser: bool
     is_verified: bool

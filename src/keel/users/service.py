@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
 from keel.core.db import ReadPool
-from keel.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from keel.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from keel.core.passwords import PasswordHasher
 from keel.core.viewer import Viewer, evict_after_commit
 from keel.users import repository
@@ -49,6 +49,7 @@ find_by_login = repository.get_by_login
 find_by_email = repository.get_by_email
 record_login = repository.record_login
 set_password_hash = repository.set_password_hash
+save_user = repository.flush_user
 
 
 async def read_me(reads: ReadPool, viewer: Viewer) -> dict[str, Any]:
@@ -70,18 +71,33 @@ async def list_users(
 async def update_user(
     session: AsyncSession, actor: Viewer, user_id: UUID, changes: UserUpdate
 ) -> User:
-    """Apply a PATCH. Users may change themselves; admins anyone, flags included."""
+    """Apply a PATCH. Users may change themselves; admins anyone, flags included.
+
+    Your own `email` doesn't change here (400): it changes at PATCH /users/me, through
+    `keel.auth.service.request_email_change` (password, then a confirmation mail).
+    Passwords change through `keel.auth.service.change_password` (auth checks the old one).
+    An admin changing someone else's email changes it at once, unverified unless
+    `is_verified` says otherwise. Deactivating revokes the user's sessions: migration
+    0007's trigger does it, for this path and every other one.
+    """
     if actor.user_id != user_id and not actor.is_superuser:
         raise Forbidden("You may only change your own account.")
-    fields = changes.model_dump(exclude_unset=True)
+    fields = changes.model_dump(exclude_unset=True, exclude={"current_password"})
     forbidden = sorted(ADMIN_ONLY_FIELDS & fields.keys())
     if forbidden and not actor.is_superuser:
         raise Forbidden(f"Only administrators may change {', '.join(forbidden)}.", fields=forbidden)
     user = await get_user(session, user_id)
-    if "email" in fields and fields["email"] is not None:
-        fields["email"] = str(fields["email"])
-        if fields["email"].lower() != user.email.lower():
-            user.is_verified = bool(fields.get("is_verified", False))
+    email = fields.pop("email", None)
+    if email is not None and str(email).lower() != user.email.lower():
+        if actor.user_id == user.id:
+            raise BadRequest(
+                "Change your own email at PATCH /users/me, with `current_password`.",
+                field="email",
+            )
+        user.is_verified = bool(fields.get("is_verified", False))
+        user.pending_email = None
+    if email is not None and actor.user_id != user.id:
+        user.email = str(email)
     if "metadata" in fields:
         fields["metadata_"] = fields.pop("metadata") or {}
     for name, value in fields.items():
@@ -90,23 +106,6 @@ async def update_user(
     if {"is_active", "is_superuser"} & fields.keys():
         evict_after_commit(session, user_id=user.id)
     return await repository.flush_user(session, user)
-
-
-async def replace_password(
-    session: AsyncSession,
-    passwords: PasswordHasher,
-    user_id: UUID,
-    current_password: str,
-    new_password: str,
-) -> None:
-    """Set a new password if `current_password` is right (ending sessions is auth's part)."""
-    user = await get_user(session, user_id)
-    valid, _ = await passwords.verify(current_password, user.hashed_password)
-    if not valid:
-        raise Unauthorized("The current password is incorrect.")
-    user.hashed_password = await passwords.hash(new_password)
-    await session.flush()
-    evict_after_commit(session, user_id=user.id)
 
 
 async def delete_user(session: AsyncSession, user_id: UUID) -> None:
