@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,8 @@ async def test_text_search_without_an_embedder_is_503(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, auth = await signed_in(app, db_session, client)
-    monkeypatch.delattr(app.state, "embedder", raising=False)
+    services = app.state.services
+    monkeypatch.setattr(app.state, "services", replace(services, embedder=None))
     response = await client.post(SEARCH, headers=auth, json={"text": "a question"})
     assert response.status_code == 503
     assert response.json()["type"] == "urn:keel:problem:service-unavailable"
@@ -225,17 +227,20 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
     query = unit_vectors(1, layout.dimension, seed=10)[0]
     # With so few rows the planner would rather read the GIN index and sort (exact, and
     # fine); take that away so the HNSW index has to serve the filtered query.
-    await db_session.execute(text("SET enable_seqscan = off"))
-    await db_session.execute(text("SET LOCAL enable_bitmapscan = off"))
-    nearest = Nearest(as_list(query), metric, column, limit=5, metadata_filter=rare)
-    assert f"Index Scan using {index}" in await _plan(db_session, nearest, layout.dimension)
+    # SET LOCAL needs a transaction: db_session runs in autocommit.
+    async with app.state.db.sessionmaker() as tx:
+        await tx.execute(text("SET LOCAL enable_seqscan = off"))
+        await tx.execute(text("SET LOCAL enable_bitmapscan = off"))
+        nearest = Nearest(as_list(query), metric, column, limit=5, metadata_filter=rare)
+        assert f"Index Scan using {index}" in await _plan(tx, nearest, layout.dimension)
 
-    # Without iterative scan, HNSW yields its ef_search=10 candidates and the filter
-    # keeps about 2% of them: the page comes back short.
-    await repository.apply_scan(db_session, IndexScan(10, None, 20_000))
-    sql = text(repository.nearest_sql(nearest, layout.dimension))
-    short = await db_session.execute(sql, repository.nearest_params(nearest))
-    assert len(short.all()) < 5
+        # Without iterative scan, HNSW yields its ef_search=10 candidates and the filter
+        # keeps about 2% of them: the page comes back short.
+        await repository.apply_scan(tx, IndexScan(10, None, 20_000))
+        sql = text(repository.nearest_sql(nearest, layout.dimension))
+        short = await tx.execute(sql, repository.nearest_params(nearest))
+        assert len(short.all()) < 5
+        await tx.rollback()
 
     body = {"vector": as_list(query), "limit": 5, "ef_search": 10, "filter": rare}
     result = (await client.post(SEARCH, headers=auth, json=body)).json()

@@ -126,9 +126,12 @@ async def test_explain_cannot_change_data(app: FastAPI, db_session: AsyncSession
         .returning(col(Post.id))
         .cte("renamed")
     )
-    with pytest.raises(DBAPIError, match="read-only transaction"):
-        await repository.explain(db_session, select(renamed.c.id))  # a SELECT that writes
+    # EXPLAIN runs inside the request's transaction (TransactionDep), as here.
+    async with app.state.db.sessionmaker() as tx:
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            await repository.explain(tx, select(renamed.c.id))  # a SELECT that writes
+        # The savepoint is gone, and the transaction around it writes again.
+        assert await tx.scalar(text("SHOW transaction_read_only")) == "off"
+        await tx.commit()
     title = await db_session.scalar(select(col(Post.title)).where(col(Post.id) == post.id))
     assert title == "Keep me"
-    # The savepoint is gone, and the transaction around it writes again.
-    assert await db_session.scalar(text("SHOW transaction_read_only")) == "off"
