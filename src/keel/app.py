@@ -84,10 +84,11 @@ def build_middleware(settings: Settings) -> list[Middleware]:
 def api_router() -> APIRouter:
     """Every domain's router, mounted under /api/v1, behind the API-wide rate limit."""
     router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_api_rate_limit)])
-    router.include_router(auth_router)
-    router.include_router(users_router)
-    router.include_router(account_router)
+    # Routes match in order: the hot reads' routers come first.
     router.include_router(posts_router)
+    router.include_router(users_router)
+    router.include_router(auth_router)
+    router.include_router(account_router)
     router.include_router(search_router)
     router.include_router(documents_router)
     router.include_router(insight_router)
@@ -178,9 +179,9 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     app.state.redis = None
     install_error_handlers(app)
     install_problem_openapi(app)
+    app.include_router(api_router())  # first: the API's hot routes match soonest
     app.include_router(health_router)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     endpoint = metrics.guarded_endpoint(token, required=settings.is_production)
     app.add_route("/metrics", endpoint, include_in_schema=False)
-    app.include_router(api_router())
     return app

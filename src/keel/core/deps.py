@@ -88,7 +88,12 @@ def services_of(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated[Services, Depends(services_of)]
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain-def dependency in a worker thread.
+    return services_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 @dataclass(frozen=True, slots=True)
