@@ -71,10 +71,10 @@ async def test_logout_and_deactivation_reach_every_worker_within_a_second(
     dsn = asyncpg_dsn(test_database_url)
 
     leaving = await _sign_up(server, "leaving")
-    assert await _statuses(server, leaving) == {200}  # warms both workers' caches
-    warm = await _viewer_lookups(dsn)
     assert await _statuses(server, leaving) == {200}
-    assert await _viewer_lookups(dsn) == warm  # served from both caches: no lookups
+    assert await _statuses(server, leaving) == {200}
+    # 2 × REQUESTS requests, at most one lookup per worker: the rest came from the caches.
+    assert 1 <= await _viewer_lookups(dsn) <= 2
 
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         assert (await http.post("/api/v1/auth/logout", headers=leaving)).status_code == 204
