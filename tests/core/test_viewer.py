@@ -144,9 +144,9 @@ async def test_a_lost_listener_empties_the_cache_and_bypasses_it_until_back(
             " WHERE application_name = 'keel-viewer-listener' AND datname = current_database()"
         )
     )
-    assert await _until(lambda: not cache.usable)
-    assert len(cache) == 0
-    # While deaf, every request looks the viewer up, and nothing is kept.
+    # The listener may be back within milliseconds; what must hold is that the cache was
+    # emptied (`test_nothing_is_cached_or_served_while_unusable` covers the deaf window).
+    assert await _until(lambda: len(cache) == 0)
     assert (await client.get(ME, headers=auth)).status_code == 200
     # The listener reconnects on its own, and caching resumes.
     assert await _until(lambda: cache.usable, within=5.0)
