@@ -375,11 +375,14 @@ def test_workers_share_metrics(keel: KeelLauncher, shared_data_dir: Path) -> Non
 
 
 def json_body_operation(openapi: dict[str, Any]) -> tuple[str, str] | None:
-    """Some (METHOD, path) without path parameters whose request body is JSON, if any."""
+    """An anonymous (METHOD, path) under /auth, without path parameters, taking JSON.
+
+    Anonymous: a signed-in operation answers 401 before it reads the body.
+    """
     for path, item in openapi.get("paths", {}).items():
         for method, operation in item.items():
             content = operation.get("requestBody", {}).get("content", {})
-            if "{" not in path and "application/json" in content:
+            if "/auth/" in path and "{" not in path and "application/json" in content:
                 return method.upper(), path
     return None
 
