@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     # per client IP. Successes reset the account's count and never count against the IP.
     rate_limit_login: str = "5/15 minutes"
     rate_limit_login_ip: str = "100/15 minutes"
-    # Reset and verification mails (and email-change notices) per address and kind; past
-    # it, requests get the same answer and send nothing.
+    # Reset, verification and sign-up mails and email-change notices, per address and
+    # kind; past it, requests get the same answer and send nothing.
     rate_limit_mail: str = "3/hour"
     rate_limit_user: str = "600/minute"
     rate_limit_anonymous: str = "120/minute"
