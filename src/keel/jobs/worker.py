@@ -1,7 +1,12 @@
-"""The worker: claims due jobs, runs each in its own transaction, retries failures.
+"""The worker: claims due jobs, runs each, retries failures.
 
 `keel worker` runs one in its own process; `keel serve` runs one inside each API process
 unless WORKER_ENABLED=false. Any number may run at once: claiming uses SKIP LOCKED.
+
+A job never holds a connection while it computes. A handler reads what it needs in one
+short transaction (`JobRun.read`), works with no connection at all, and writes its results
+in another (`JobRun.write`), which first re-checks the claim and deletes the job in the same
+commit: work lands once, and only while this worker still holds the job.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -22,9 +27,45 @@ from keel.jobs.models import JobStatus
 
 log = structlog.get_logger(__name__)
 
-# A handler does the job's work in the session it is given; the worker commits it together
-# with the job's deletion, so work is never done twice nor lost.
-Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
+
+class LeaseLost(Exception):  # noqa: N818 - a state, not a failure of the job
+    """The job was taken back (its lease ran out) before this worker wrote its results."""
+
+
+class JobRun:
+    """One claimed job, as its handler sees it: a read transaction, then a write one."""
+
+    def __init__(self, database: Database, worker: str, job: repository.ClaimedJob) -> None:
+        self.database = database
+        self.worker = worker
+        self.job = job
+        self.finished = False  # `write()` committed, the job is gone
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A short transaction for reads; the connection goes back to the pool after it."""
+        async with self.database.sessionmaker() as session, session.begin():
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """The job's one write transaction: it still holds the claim, and is deleted with it.
+
+        Raises LeaseLost (writing nothing) if another worker took the job back meanwhile.
+        """
+        if self.finished:
+            raise RuntimeError("a job writes its results once")
+        async with self.database.sessionmaker() as session, session.begin():
+            if not await repository.lock_claim(session, self.job, self.worker):
+                raise LeaseLost(str(self.job.id))
+            yield session
+            await repository.finish(session, self.job.id)
+        self.finished = True
+
+
+# A handler reads through run.read(), computes with no connection, writes through run.write().
+# A handler that never calls write() has nothing to store: the worker deletes the job itself.
+Handler = Callable[[JobRun, dict[str, Any]], Awaitable[None]]
 
 
 class Worker:
@@ -52,7 +93,7 @@ class Worker:
             await repository.requeue_stale(session, self.lease_seconds)
             jobs = await repository.claim(session, self.name, self.batch)
         for job in jobs:
-            await self._run(job)
+            await self._handle(JobRun(self.database, self.name, job))
         return len(jobs)
 
     async def drain(self) -> int:
@@ -76,17 +117,23 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), self.poll_seconds)
         log.info("worker.stopped", worker=self.name, processed=self.processed)
 
-    async def _run(self, job: repository.ClaimedJob) -> None:
+    async def _handle(self, run: JobRun) -> None:
+        job = run.job
         handler = self.handlers.get(job.kind)
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
-            async with self.database.sessionmaker() as session, session.begin():
-                await handler(session, job.payload)
-                await repository.finish(session, job.id)
+            await handler(run, job.payload)
+            if not run.finished:
+                async with run.write():
+                    pass
+        except LeaseLost:
+            log.warning("job.lease_lost", job_id=str(job.id), kind=job.kind, worker=self.name)
+            return
         except Exception as exc:
             async with self.database.sessionmaker() as session, session.begin():
-                status = await repository.fail(session, job, f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                status = await repository.fail(session, job, self.name, error)
             self.failed += 1
             event = "job.failed" if status is JobStatus.FAILED else "job.retry"
             log.warning(
