@@ -139,7 +139,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         if worker_task is not None:
-            worker_stop.set()  # the job in hand finishes; nothing new is claimed
+            # Prompt: a job mid-computation is dropped, and every claim not finished goes
+            # back to the queue now, not when its lease runs out.
+            worker_stop.set()
             await worker_task
         if pool_task is not None:
             pool_task.cancel()

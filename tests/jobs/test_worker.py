@@ -112,6 +112,23 @@ async def test_no_connection_is_held_while_the_model_computes(queue: Queue) -> N
     assert await queue.conn.fetchval("SELECT count(*) FROM app.post_embeddings") == 1
 
 
+async def test_a_stop_gives_back_every_claim_not_finished(queue: Queue) -> None:
+    await queue.add_posts(3)
+    embedder = GatedEmbedder()
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker(queue, embedder, worker_batch=4).run(stop))
+    await asyncio.wait_for(embedder.entered.wait(), WAIT_S)
+    assert [job["status"] for job in await queue.jobs()] == ["running"] * 3
+
+    stop.set()  # the first job is mid-computation, the other two not started
+    await asyncio.wait_for(running, WAIT_S)
+
+    jobs = await queue.jobs()
+    assert [(j["status"], j["attempts"], j["locked_by"]) for j in jobs] == [("queued", 0, None)] * 3
+    assert embedder.calls == 1
+    assert await queue.conn.fetchval("SELECT count(*) FROM app.post_embeddings") == 0
+
+
 async def test_results_are_not_written_once_the_lease_is_lost(queue: Queue) -> None:
     await queue.add_posts(1)
     embedder = GatedEmbedder()

@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 import typer
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from keel.cli import data
 from keel.cli.common import database_url, fail, load_settings
@@ -41,6 +42,23 @@ app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Manage user accounts.")
 app.add_typer(users_app, name="users")
 log = structlog.get_logger("keel.cli")
+
+
+APP_FACTORY = "keel.app:create_app"
+
+
+class _RefusingMultiprocess(Multiprocess):
+    """uvicorn's worker supervisor, except that the port refuses connections once stopping.
+
+    Each worker closes its copy of the listening socket when told to stop, but the parent's
+    copy kept the port open until the last worker exited: new connections sat unaccepted in
+    the backlog for the whole drain and were then reset. Closing it first refuses them.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 def _exit_on_sigterm() -> None:
@@ -79,20 +97,24 @@ def serve(
                 metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
                 os.environ[MULTIPROC_ENV] = metrics_dir
             get_settings.cache_clear()  # a single worker runs in this process: re-read env
-            uvicorn.run(
-                "keel.app:create_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                reload=reload,
-                http=HeaderLimitedProtocol,  # httptools, with MAX_HEADER_BYTES/COUNT
-                log_config=uvicorn_log_config(),
-                access_log=False,
-                server_header=False,
-                proxy_headers=True,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-            )
+            options: dict[str, Any] = {
+                "factory": True,
+                "host": host,
+                "port": port,
+                "workers": workers,
+                "reload": reload,
+                "http": HeaderLimitedProtocol,  # httptools, with MAX_HEADER_BYTES/COUNT
+                "log_config": uvicorn_log_config(),
+                "access_log": False,
+                "server_header": False,
+                "proxy_headers": True,
+                "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+            }
+            if workers > 1:
+                config = uvicorn.Config(APP_FACTORY, **options)
+                _RefusingMultiprocess(config, sockets=[config.bind_socket()]).run()
+            else:
+                uvicorn.run(APP_FACTORY, **options)
     except KeyboardInterrupt:
         pass
     finally:

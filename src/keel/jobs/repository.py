@@ -105,6 +105,25 @@ async def lock_claim(session: AsyncSession, job: ClaimedJob, worker: str) -> boo
     return result.first() is not None
 
 
+async def release(session: AsyncSession, jobs: list[ClaimedJob], worker: str) -> int:
+    """Give claims back to the queue, due now; their attempt doesn't count. Returns how many."""
+    result = await session.execute(
+        text(
+            "UPDATE app.jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), "
+            "locked_at = NULL, locked_by = NULL "
+            "WHERE status = 'running' AND locked_by = :worker "
+            "AND (id, attempts) IN (SELECT * FROM unnest(CAST(:ids AS uuid[]), "
+            "CAST(:attempts AS integer[])))"
+        ),
+        {
+            "worker": worker,
+            "ids": [job.id for job in jobs],
+            "attempts": [job.attempts for job in jobs],
+        },
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def finish(session: AsyncSession, job_id: UUID) -> None:
     """A finished job is deleted, in the same transaction as the work it did."""
     await session.execute(text("DELETE FROM app.jobs WHERE id = :id"), {"id": job_id})

@@ -1,4 +1,4 @@
-"""The worker: claims due jobs, runs each, retries failures.
+"""The worker: claims due jobs, runs each, retries failures, gives claims back when stopped.
 
 `keel worker` runs one in its own process; `keel serve` runs one inside each API process
 unless WORKER_ENABLED=false. Any number may run at once: claiming uses SKIP LOCKED.
@@ -39,6 +39,7 @@ class JobRun:
         self.database = database
         self.worker = worker
         self.job = job
+        self.writing = False  # inside `write()`: a stop waits for the commit
         self.finished = False  # `write()` committed, the job is gone
 
     @contextlib.asynccontextmanager
@@ -55,12 +56,16 @@ class JobRun:
         """
         if self.finished:
             raise RuntimeError("a job writes its results once")
-        async with self.database.sessionmaker() as session, session.begin():
-            if not await repository.lock_claim(session, self.job, self.worker):
-                raise LeaseLost(str(self.job.id))
-            yield session
-            await repository.finish(session, self.job.id)
-        self.finished = True
+        self.writing = True
+        try:
+            async with self.database.sessionmaker() as session, session.begin():
+                if not await repository.lock_claim(session, self.job, self.worker):
+                    raise LeaseLost(str(self.job.id))
+                yield session
+                await repository.finish(session, self.job.id)
+            self.finished = True
+        finally:
+            self.writing = False
 
 
 # A handler reads through run.read(), computes with no connection, writes through run.write().
@@ -86,14 +91,27 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.processed = 0
         self.failed = 0
+        self.released = 0
 
-    async def run_once(self) -> int:
-        """Claim and run the jobs that are due now. Returns how many were claimed."""
+    async def run_once(self, stop: asyncio.Event | None = None) -> int:
+        """Claim and run the jobs that are due now. Returns how many were claimed.
+
+        Once `stop` is set, the job in hand is abandoned unless it is committing its results,
+        and every claim not finished is given back to the queue, its attempt not counted.
+        """
+        stop = stop or asyncio.Event()
         async with self.database.sessionmaker() as session, session.begin():
             await repository.requeue_stale(session, self.lease_seconds)
             jobs = await repository.claim(session, self.name, self.batch)
-        for job in jobs:
-            await self._handle(JobRun(self.database, self.name, job))
+        pending = list(jobs)
+        try:
+            while pending and not stop.is_set():
+                if not await self._run(pending[0], stop):
+                    break
+                pending.pop(0)
+        finally:
+            if pending:
+                await asyncio.shield(self._release(pending))
         return len(jobs)
 
     async def drain(self) -> int:
@@ -108,14 +126,42 @@ class Worker:
         log.info("worker.started", worker=self.name, kinds=sorted(self.handlers))
         while not stop.is_set():
             try:
-                claimed = await self.run_once()
+                claimed = await self.run_once(stop)
             except Exception:  # the database went away, say: log, wait, try again
                 log.exception("worker.poll_failed", worker=self.name)
                 claimed = 0
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_seconds)
-        log.info("worker.stopped", worker=self.name, processed=self.processed)
+        log.info(
+            "worker.stopped", worker=self.name, processed=self.processed, released=self.released
+        )
+
+    async def _release(self, jobs: list[repository.ClaimedJob]) -> None:
+        try:
+            async with self.database.sessionmaker() as session, session.begin():
+                released = await repository.release(session, jobs, self.name)
+        except Exception:  # the lease will hand them back instead
+            log.exception("worker.release_failed", worker=self.name, jobs=len(jobs))
+            return
+        self.released += released
+        if released:
+            log.info("worker.released", worker=self.name, jobs=released)
+
+    async def _run(self, job: repository.ClaimedJob, stop: asyncio.Event) -> bool:
+        """Run one job. False: a stop abandoned it before it wrote anything (to be released)."""
+        run = JobRun(self.database, self.name, job)
+        task = asyncio.create_task(self._handle(run))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and not run.writing:
+                task.cancel()  # mid-read or mid-computation: nothing is lost
+            await asyncio.wait({task})
+        finally:
+            stopped.cancel()
+            task.cancel()  # a no-op once done; if we are cancelled, so is the handler
+        return not task.cancelled()
 
     async def _handle(self, run: JobRun) -> None:
         job = run.job
