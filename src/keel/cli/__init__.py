@@ -24,7 +24,7 @@ from keel.cli import data
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
-from keel.core.embedded import EmbeddedPostgres
+from keel.core.embedded import EmbeddedInUse, EmbeddedPostgres
 from keel.core.errors import KeelError
 from keel.core.logging import configure_logging, uvicorn_log_config
 from keel.core.metrics import MULTIPROC_ENV
@@ -86,7 +86,7 @@ def serve(
         fail("--reload and --workers > 1 cannot be combined")
     metrics_dir = None
     try:
-        with database_url(settings) as url:
+        with database_url(settings, supervise=True) as url:
             if settings.auto_migrate if migrate is None else migrate:
                 runner.upgrade(url)
             settings.resolved_secret_key()  # once, before any worker forks
@@ -190,9 +190,24 @@ def db_psql(ctx: typer.Context) -> None:
 
 
 @db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded server, whoever started it."""
-    _embedded(load_settings()).stop()
+def db_stop(
+    force: Annotated[
+        bool, typer.Option(help="Stop it even while `keel serve` or another command uses it.")
+    ] = False,
+) -> None:
+    """Stop the embedded server; refused while other keel processes use it, unless --force.
+
+    With --force, running servers answer 503 and don't restart it; the next keel command
+    that needs the database (serve, migrate, psql, seed, import, ...) starts it again.
+    """
+    try:
+        _embedded(load_settings()).stop(force=force)
+    except EmbeddedInUse as exc:
+        fail(
+            f"the embedded server is in use by keel process(es) {', '.join(map(str, exc.users))}."
+            " Stop them first (Ctrl-C or SIGTERM stops the server with them), or run"
+            " `keel db stop --force`: they then answer 503 until a keel command starts it again."
+        )
     typer.echo("stopped")
 
 
