@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 from collections import Counter
@@ -86,3 +87,87 @@ class Writers:
         while self.acks() < target:
             assert time.monotonic() < deadline, f"writes stalled: {dict(self.statuses)}"
             time.sleep(0.02)
+
+
+class SlowUpload:
+    """An upload over a raw socket whose body the test sends when it likes (or never).
+
+    `Expect: 100-continue` makes the wait deterministic: uvicorn sends `100 Continue` when
+    the endpoint first asks for the body, so after `start()` the request is in flight.
+    """
+
+    def __init__(self, server: KeelServer, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.server, self.path, self.headers, self.body = server, path, headers, body
+        self.sock: socket.socket | None = None
+        self.early: bytes = b""  # a final answer sent instead of 100 Continue
+        self._sent = 0
+        self._dripper: threading.Thread | None = None
+        self._stop_trickle = threading.Event()
+
+    def start(self, first_bytes: int = 1) -> bool:
+        """Send the head and the first bytes of the body; True if the server is reading it."""
+        head = [f"POST {self.path} HTTP/1.1", "Host: 127.0.0.1", "Expect: 100-continue"]
+        head += [f"Content-Length: {len(self.body)}"]
+        head += [f"{name}: {value}" for name, value in self.headers.items()]
+        self.sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=120)
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        reply = _read_head(self.sock)
+        if not reply.startswith(b"HTTP/1.1 100 "):
+            self.early = reply
+            return False
+        self.sock.sendall(self.body[:first_bytes])
+        self._sent = first_bytes
+        return True
+
+    def trickle(self, every: float) -> None:
+        """Keep sending one byte every `every` seconds (a slow client) until `finish()`."""
+        self._stop_trickle = threading.Event()
+
+        def drip() -> None:
+            assert self.sock is not None
+            while not self._stop_trickle.wait(every) and self._sent < len(self.body) - 1:
+                self.sock.sendall(self.body[self._sent : self._sent + 1])
+                self._sent += 1
+
+        self._dripper = threading.Thread(target=drip, daemon=True)
+        self._dripper.start()
+
+    def finish(self) -> None:
+        """Send the rest of the body at once."""
+        assert self.sock is not None
+        if self._dripper is not None:
+            self._stop_trickle.set()
+            self._dripper.join()
+        self.sock.sendall(self.body[self._sent :])
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """The final response: status, headers (lower-case names), body."""
+        raw = self.early
+        if not raw:
+            assert self.sock is not None
+            raw = _read_head(self.sock)
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length and self.sock is not None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        return int(status_line.split()[1]), headers, rest
+
+    def close(self) -> None:
+        self._stop_trickle.set()
+        if self.sock is not None:
+            self.sock.close()
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data

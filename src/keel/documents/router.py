@@ -6,6 +6,7 @@ Search walks an HNSW index (see the README's vector settings) unless asked for `
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from fastapi import Depends, Request, status
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.routing import KeelRouter, Responses
+from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
 from keel.documents import service
 from keel.documents.schemas import (
     BulkLoadResult,
@@ -51,7 +53,14 @@ async def get_layout(request: Request, session: SessionDep) -> VectorLayout:
     return layout
 
 
+async def upload_slot(request: Request, user: ViewerDep) -> AsyncIterator[None]:
+    """One of the caller's (and the process's) heavy-operation slots, for the request."""
+    with heavy_operations(request).slot(user.user_id):
+        yield
+
+
 LayoutDep = Annotated[VectorLayout, Depends(get_layout)]
+UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
 
 
 @router.post(
@@ -83,7 +92,7 @@ BULK_BODY: dict[str, Any] = {
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     response_model=BulkLoadResult,
-    responses={**AUTH, **INVALID, 415: {"description": "The body is not NDJSON"}},
+    responses={**AUTH, **INVALID, **UPLOAD_LIMITS, 415: {"description": "The body is not NDJSON"}},
     summary="Store many documents from NDJSON, all or none (binary COPY)",
     openapi_extra={"requestBody": BULK_BODY},
 )
@@ -93,16 +102,20 @@ async def bulk_load(
     user: ViewerDep,
     services: ServicesDep,
     layout: LayoutDep,
+    _slot: UploadSlot,
 ) -> Any:
     service.check_ndjson(request.headers.get("content-type"))
-    ids = await service.load_ndjson(
-        session,
-        user,
-        layout,
-        request.stream(),
-        max_rows=services.settings.documents_bulk_max_rows,
-        max_bytes=services.settings.documents_bulk_max_bytes,
-    )
+    # The whole body first, with no connection held: a slow client must not hold one.
+    await release_connection(session)
+    async with spool(request.stream()) as body:
+        ids = await service.load_ndjson(
+            session,
+            user,
+            layout,
+            body.chunks(),
+            max_rows=services.settings.documents_bulk_max_rows,
+            max_bytes=services.settings.documents_bulk_max_bytes,
+        )
     return BulkLoadResult(inserted=len(ids), ids=ids)
 
 
