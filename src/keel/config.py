@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     max_header_count: Annotated[int, Field(ge=16)] = 100
     # A request body that stops arriving for this long is answered 408 (uploads included).
     body_read_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # How long a stored answer to an `Idempotency-Key` is replayed (then the key is free).
+    idempotency_key_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
     shutdown_grace_seconds: Annotated[int, Field(ge=0)] = 20
 
     # --- identity --------------------------------------------------------------

@@ -7,6 +7,7 @@ row is valid; the report says what happened to each row either way.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -26,16 +27,23 @@ from keel.bulk.schemas import (
 )
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, services_of
+from keel.core.idempotency.deps import (
+    IDEMPOTENCY_ERRORS,
+    DeferredIdempotencyDep,
+    Idempotency,
+    IdempotentRoute,
+)
 from keel.core.routing import KeelRouter, Responses
 from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
 
-router = KeelRouter(prefix="/admin/import", tags=["admin"])
+router = KeelRouter(prefix="/admin/import", tags=["admin"], route_class=IdempotentRoute)
 ROW_LEVEL_VALIDATION = "x-row-level-validation"
 
 IMPORT_ERRORS: Responses = {
     **SIGNED_IN_ERRORS,
     403: {"description": "Administrators only"},
     **UPLOAD_LIMITS,
+    409: IDEMPOTENCY_ERRORS[409],
     413: {"description": "The body or the row count is over its cap"},
     415: {"description": "Not JSON, NDJSON or CSV"},
     422: {
@@ -75,13 +83,19 @@ UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
 
 
 async def _import(
-    request: Request, session: SessionDep, kind: Kind, on_conflict: OnConflict, atomic: bool
+    request: Request,
+    session: SessionDep,
+    key: Idempotency,
+    kind: Kind,
+    on_conflict: OnConflict,
+    atomic: bool,
 ) -> ImportReport:
     services = services_of(request)
     fmt = format_for_media_type(request.headers.get("content-type"))
     # The whole file first, with no connection held: a slow client must not hold one.
     await release_connection(session)
     async with spool(request.stream()) as body:
+        await key.check(body.sha256)
         return await service.import_file(
             session,
             kind,
@@ -105,10 +119,11 @@ async def import_users(
     session: SessionDep,
     admin: AdminViewer,
     _slot: UploadSlot,
+    key: DeferredIdempotencyDep,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
-    return await _import(request, session, Kind.USERS, on_conflict, atomic)
+    return await _import(request, session, key, Kind.USERS, on_conflict, atomic)
 
 
 @router.post(
@@ -123,10 +138,11 @@ async def import_posts(
     session: SessionDep,
     admin: AdminViewer,
     _slot: UploadSlot,
+    key: DeferredIdempotencyDep,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
-    return await _import(request, session, Kind.POSTS, on_conflict, atomic)
+    return await _import(request, session, key, Kind.POSTS, on_conflict, atomic)
 
 
 @router.post(
@@ -153,6 +169,7 @@ async def import_json(
     session: SessionDep,
     admin: AdminViewer,
     _slot: UploadSlot,
+    key: DeferredIdempotencyDep,
     on_conflict: ConflictQuery = OnConflict.ERROR,
     atomic: AtomicQuery = True,
 ) -> ImportReport:
@@ -160,7 +177,9 @@ async def import_json(
     # The document is parsed whole (JSON_TABLE takes it as one value); the slots bound
     # how many such documents a process holds.
     await release_connection(session)
-    spec = _json_table_spec(await request.body())
+    raw = await request.body()
+    await key.check(hashlib.sha256(raw).digest())
+    spec = _json_table_spec(raw)
     return await service.import_json_table(
         session,
         spec,

@@ -14,6 +14,12 @@ from fastapi import Depends, Request, status
 
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
+from keel.core.idempotency.deps import (
+    IDEMPOTENCY_ERRORS,
+    DeferredIdempotencyDep,
+    IdempotencyDep,
+    IdempotentRoute,
+)
 from keel.core.routing import KeelRouter, Responses
 from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
 from keel.documents import service
@@ -26,7 +32,7 @@ from keel.documents.schemas import (
 )
 from keel.documents.service import VectorLayout
 
-router = KeelRouter(prefix="/documents", tags=["documents"])
+router = KeelRouter(prefix="/documents", tags=["documents"], route_class=IdempotentRoute)
 
 AUTH = SIGNED_IN_ERRORS
 MISSING: Responses = {404: {"description": "No such document, or not yours"}}
@@ -67,11 +73,15 @@ UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DocumentPublic,
-    responses={**AUTH, **INVALID},
+    responses={**AUTH, **INVALID, **IDEMPOTENCY_ERRORS},
     summary="Store a document and its embedding (the owner is you)",
 )
 async def create_document(
-    data: DocumentCreate, session: SessionDep, user: ViewerDep, layout: LayoutDep
+    data: DocumentCreate,
+    session: SessionDep,
+    user: ViewerDep,
+    layout: LayoutDep,
+    _key: IdempotencyDep,
 ) -> Any:
     return await service.create_document(session, user, layout, data)
 
@@ -92,7 +102,13 @@ BULK_BODY: dict[str, Any] = {
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     response_model=BulkLoadResult,
-    responses={**AUTH, **INVALID, **UPLOAD_LIMITS, 415: {"description": "The body is not NDJSON"}},
+    responses={
+        **AUTH,
+        **INVALID,
+        **UPLOAD_LIMITS,
+        **IDEMPOTENCY_ERRORS,
+        415: {"description": "The body is not NDJSON"},
+    },
     summary="Store many documents from NDJSON, all or none (binary COPY)",
     openapi_extra={"requestBody": BULK_BODY},
 )
@@ -103,11 +119,13 @@ async def bulk_load(
     services: ServicesDep,
     layout: LayoutDep,
     _slot: UploadSlot,
+    key: DeferredIdempotencyDep,
 ) -> Any:
     service.check_ndjson(request.headers.get("content-type"))
     # The whole body first, with no connection held: a slow client must not hold one.
     await release_connection(session)
     async with spool(request.stream()) as body:
+        await key.check(body.sha256)
         ids = await service.load_ndjson(
             session,
             user,
