@@ -1,4 +1,4 @@
-"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings.
+"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings (or the server's).
 
 Owners see only their own documents, admins everyone's; anyone else's id is a 404.
 Search walks an HNSW index (see the README's vector settings) unless asked for `exact`.
@@ -6,6 +6,7 @@ Search walks an HNSW index (see the README's vector settings) unless asked for `
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -17,12 +18,12 @@ from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.idempotency.deps import (
     IDEMPOTENCY_ERRORS,
     DeferredIdempotencyDep,
-    IdempotencyDep,
     IdempotentRoute,
 )
 from keel.core.routing import KeelRouter, Responses
 from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
 from keel.documents import service
+from keel.documents.embeddings import embed_content
 from keel.documents.schemas import (
     BulkLoadResult,
     DocumentCreate,
@@ -73,17 +74,30 @@ UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DocumentPublic,
-    responses={**AUTH, **INVALID, **IDEMPOTENCY_ERRORS},
-    summary="Store a document and its embedding (the owner is you)",
+    responses={
+        **AUTH,
+        **INVALID,
+        **IDEMPOTENCY_ERRORS,
+        503: {"description": "No `embedding`, and no embedding model fits the table"},
+    },
+    summary="Store a document: its own embedding, or the server embeds its content",
 )
 async def create_document(
+    request: Request,
     data: DocumentCreate,
     session: SessionDep,
     user: ViewerDep,
+    services: ServicesDep,
     layout: LayoutDep,
-    _key: IdempotencyDep,
+    key: DeferredIdempotencyDep,
 ) -> Any:
-    return await service.create_document(session, user, layout, data)
+    embedding = None
+    if data.embedding is None:
+        # The model runs before the request's transaction opens: no connection waits on it.
+        await release_connection(session)
+        embedding = await embed_content(services.embedder, layout, data.content)
+    await key.check(hashlib.sha256(await request.body()).digest())
+    return await service.create_document(session, user, layout, data, embedding)
 
 
 BULK_BODY: dict[str, Any] = {
@@ -126,7 +140,7 @@ async def bulk_load(
     await release_connection(session)
     async with spool(request.stream()) as body:
         await key.check(body.sha256)
-        ids = await service.load_ndjson(
+        loaded = await service.load_ndjson(
             session,
             user,
             layout,
@@ -134,7 +148,9 @@ async def bulk_load(
             max_rows=services.settings.documents_bulk_max_rows,
             max_bytes=services.settings.documents_bulk_max_bytes,
         )
-    return BulkLoadResult(inserted=len(ids), ids=ids)
+    return BulkLoadResult(
+        inserted=len(loaded.ids), ids=loaded.ids, embeddings_pending=len(loaded.pending)
+    )
 
 
 @router.post(
@@ -166,7 +182,7 @@ async def search_documents(
     summary="Read a document (without its vector)",
 )
 async def read_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> Any:
-    return await service.get_document(session, user, document_id)
+    return await service.read_document(session, user, document_id)
 
 
 @router.delete(

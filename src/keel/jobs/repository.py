@@ -37,6 +37,15 @@ async def enqueue(
     return job.id
 
 
+async def enqueue_many(
+    session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *, max_attempts: int = 5
+) -> list[UUID]:
+    jobs = [Job(id=uuid7(), kind=kind, payload=p, max_attempts=max_attempts) for p in payloads]
+    session.add_all(jobs)
+    await session.flush()
+    return [job.id for job in jobs]
+
+
 _CLAIM = text(
     """
     UPDATE app.jobs SET status = 'running', attempts = attempts + 1,

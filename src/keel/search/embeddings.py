@@ -14,6 +14,7 @@ from sqlmodel import col
 
 from keel.config import Settings
 from keel.core.db import Database
+from keel.documents.embeddings import EMBED_DOCUMENTS, embed_documents_handler
 from keel.embeddings import make_embedder
 from keel.embeddings.base import Embedder
 from keel.jobs.worker import Handler, JobRun, Worker
@@ -136,7 +137,10 @@ def worker_for(settings: Settings, database: Database, embedder: Embedder) -> Wo
     """A job worker that knows every job kind Keel queues."""
     return Worker(
         database,
-        {EMBED_POSTS: embed_posts_handler(embedder)},
+        {
+            EMBED_POSTS: embed_posts_handler(embedder),
+            EMBED_DOCUMENTS: embed_documents_handler(embedder),
+        },
         batch=settings.worker_batch,
         poll_seconds=settings.worker_poll_seconds,
         lease_seconds=settings.job_lease_seconds,
