@@ -33,6 +33,7 @@ from keel.core.middleware import (
     TrustedHostMiddleware,
 )
 from keel.core.openapi import install_problem_openapi
+from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
 from keel.insight.router import router as insight_router
@@ -73,6 +74,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed
         f"{API_PREFIX}/documents/bulk": settings.documents_bulk_max_bytes,  # streamed
     }
+    stack.append(Middleware(BodyReadTimeoutMiddleware, timeout=settings.body_read_timeout_seconds))
     stack.append(
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, overrides=bulk_caps)
     )
@@ -139,7 +141,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         if worker_task is not None:
-            worker_stop.set()  # the job in hand finishes; nothing new is claimed
+            # Prompt: a job mid-computation is dropped, and every claim not finished goes
+            # back to the queue now, not when its lease runs out.
+            worker_stop.set()
             await worker_task
         if pool_task is not None:
             pool_task.cancel()
@@ -177,6 +181,10 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     )
     app.state.settings = settings
     app.state.redis = None
+    app.state.heavy_operations = HeavyOperations(
+        per_user=settings.heavy_operations_per_user,
+        per_process=settings.heavy_operations_per_process,
+    )
     install_error_handlers(app)
     install_problem_openapi(app)
     app.include_router(api_router())  # first: the API's hot routes match soonest

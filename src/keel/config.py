@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # The request line and header fields `keel serve` reads; past either cap: 431, closed.
     max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
     max_header_count: Annotated[int, Field(ge=16)] = 100
+    # A request body that stops arriving for this long is answered 408 (uploads included).
+    body_read_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # How long a stored answer to an `Idempotency-Key` is replayed (then the key is free).
+    idempotency_key_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
     shutdown_grace_seconds: Annotated[int, Field(ge=0)] = 20
 
     # --- identity --------------------------------------------------------------
@@ -103,8 +107,8 @@ class Settings(BaseSettings):
     # per client IP. Successes reset the account's count and never count against the IP.
     rate_limit_login: str = "5/15 minutes"
     rate_limit_login_ip: str = "100/15 minutes"
-    # Reset and verification mails (and email-change notices) per address and kind; past
-    # it, requests get the same answer and send nothing.
+    # Reset, verification and sign-up mails and email-change notices, per address and
+    # kind; past it, requests get the same answer and send nothing.
     rate_limit_mail: str = "3/hour"
     rate_limit_user: str = "600/minute"
     rate_limit_anonymous: str = "120/minute"
@@ -132,6 +136,10 @@ class Settings(BaseSettings):
     import_hash_workers: Annotated[int, Field(ge=1, le=64)] | None = None  # None: CPU count
     import_max_reported_rejections: Annotated[int, Field(ge=1)] = 1_000
     import_statement_timeout_ms: Annotated[int, Field(ge=0)] = 600_000
+    # Heavy operations (imports, document bulk loads) at once: per caller (429 past it)
+    # and per process (503 past it). Each holds a spooled body or a parsed JSON document.
+    heavy_operations_per_user: Annotated[int, Field(ge=1)] = 2
+    heavy_operations_per_process: Annotated[int, Field(ge=1)] = 4
 
     # --- vectors (`/documents`) ------------------------------------------------
     # Baked into app.documents by the migration, like search_config: set them before the

@@ -17,6 +17,7 @@ metadata = SQLModel.metadata
 
 # Every domain's tables, registered on `metadata` for Alembic and the drift test.
 from keel.auth import models as auth_models  # noqa: E402
+from keel.core.idempotency import models as idempotency_models  # noqa: E402
 from keel.documents import models as document_models  # noqa: E402
 from keel.jobs import models as job_models  # noqa: E402
 from keel.posts import models as post_models  # noqa: E402
@@ -27,6 +28,7 @@ __all__ = [
     "APP_SCHEMA",
     "auth_models",
     "document_models",
+    "idempotency_models",
     "job_models",
     "metadata",
     "post_models",

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from structlog.testing import capture_logs
 
 from keel.core.embedded import (
+    EmbeddedInUse,
     EmbeddedPostgres,
     EmbeddedPostgresError,
+    ServerState,
+    Supervisor,
     bin_path,
 )
 
@@ -314,3 +318,96 @@ def test_start_failure_reports_server_log(make_pg: MakePg) -> None:
         pg.ensure_running()
     assert "tail of" in str(excinfo.value)
     assert not pg.status().running
+
+
+def pg_ctl(pg: EmbeddedPostgres, *args: str) -> None:
+    """Run the wheel's pg_ctl on pg's cluster as the server's own account (as an operator)."""
+    subprocess.run(  # noqa: S603
+        [str(bin_path("pg_ctl")), "-D", str(pg.pgdata), "-w", "-l", str(pg.log_file), *args],
+        user=pg.pgdata.stat().st_uid,
+        cwd=pg.data_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
+
+
+def test_supervisor_restarts_a_killed_postmaster_and_logs_the_replay(make_pg: MakePg) -> None:
+    pg = make_pg("supervised")
+    pg.ensure_running()
+    q(pg, "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 1000)")
+    pid = pg.status().pid
+    assert pid is not None
+
+    with capture_logs() as logs, Supervisor(pg, interval=0.1) as supervisor:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: supervisor.restarts == 1 and pg.state() is ServerState.RUNNING, 120)
+
+    assert pg.status().pid != pid
+    assert q(pg, "SELECT count(*) FROM t") == "1000"  # committed before the crash: kept
+    events = {entry["event"]: entry for entry in logs}
+    assert "embedded_pg.postmaster_died" in events
+    recovery = events["embedded_pg.crash_recovery"]
+    assert recovery["wal_replayed"] is True
+    assert recovery["redo_start"]
+    assert pg.status().users == [os.getpid()]  # restarting registers nobody new
+
+
+def test_supervisor_restarts_a_server_stopped_from_outside(make_pg: MakePg) -> None:
+    pg = make_pg("outside")
+    pg.ensure_running()
+    supervisor = Supervisor(pg, outside_stop_grace=0.5)
+    pg_ctl(pg, "-m", "fast", "stop")
+    assert pg.state() is ServerState.STOPPED
+    assert not supervisor.check()  # not at once: a planned restart has the grace to finish
+    wait_until(supervisor.check, 30)
+    assert pg.state() is ServerState.RUNNING
+    assert q(pg, "SELECT 1") == "1"
+
+
+def test_supervisor_leaves_a_planned_restart_alone(make_pg: MakePg) -> None:
+    pg = make_pg("planned")
+    pg.ensure_running()
+    with capture_logs() as logs, Supervisor(pg, interval=0.05) as supervisor:
+        pg_ctl(pg, "-m", "fast", "restart")
+        assert q(pg, "SELECT 1") == "1"
+    assert supervisor.restarts == 0
+    assert not [e for e in logs if e["event"].startswith("embedded_pg.restart")]
+
+
+def test_a_stop_under_other_users_is_refused_unless_forced_then_held(make_pg: MakePg) -> None:
+    pg = make_pg("held")
+    child = spawn_child(pg.data_dir, "hold")  # another keel process using the server
+    try:
+        read_child_pid(child)
+        with pytest.raises(EmbeddedInUse) as refused:
+            pg.stop(force=False)
+        assert refused.value.users == [child.pid]
+        assert pg.state() is ServerState.RUNNING
+
+        pg.stop(force=True)
+        status = pg.status()
+        assert not status.running
+        assert status.users == [child.pid]  # still a user: its exit decides, not ours
+        assert status.stop_requested
+        supervisor = Supervisor(pg, outside_stop_grace=0)
+        assert not supervisor.check()
+        assert not supervisor.check()
+        assert pg.state() is ServerState.STOPPED  # the supervisor holds off
+
+        pg.ensure_running()  # a command that needs the database starts it again...
+        assert not pg.status().stop_requested
+        pg.release()  # ...and its exit doesn't stop it under the other user
+        assert pg.status().running
+        assert pg.status().users == [child.pid]
+        assert child.stdin is not None
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+        assert not pg.status().running  # the last user's release stops it
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -4,8 +4,8 @@ Every password a user types (sign-in, password change, email change) is checked
 through a `PasswordGuard`, so they all spend one budget per account:
 
 - failures count per **account**: the account id, whichever spelling reached it
-  (username or email, any case); an unknown login counts under its lower-cased text,
-  so it locks exactly like a real one;
+  (username or email, any case); an unknown login counts under a hash of its
+  lower-cased text, so it locks exactly like a real one;
 - failures also count per **client IP**, against a much higher limit
   (`RATE_LIMIT_LOGIN_IP`): it slows one client spraying many accounts, while many
   users behind one proxy can still sign in;

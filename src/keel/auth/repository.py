@@ -6,21 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import (
-    DateTime,
-    LargeBinary,
-    Text,
-    Uuid,
-    delete,
-    exists,
-    func,
-    insert,
-    literal,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import CITEXT
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -32,9 +18,7 @@ from keel.auth.models import (
     TokenFamily,
 )
 from keel.core.db import ReadPool
-from keel.core.ids import uuid7
 from keel.core.viewer import Viewer, evict_after_commit
-from keel.users.models import User
 
 # The caller behind an access token, if its session is open and the account active.
 VIEWER_QUERY = """
@@ -131,50 +115,6 @@ async def add_action_token(
     await session.flush()
 
 
-async def issue_action_token_for_address(
-    session: AsyncSession,
-    purpose: ActionPurpose,
-    email: str,
-    token_hash: bytes,
-    sent_to_hash: bytes,
-    expires_at: datetime,
-    *,
-    unverified_only: bool,
-) -> str | None:
-    """Store a token for the active account with `email`, if any; that account's address.
-
-    Built so that a registered and an unknown address cost the same: the same two
-    statements run either way (the token row is inserted for whoever matches, maybe no
-    one), and the commit doesn't wait for the WAL to reach the disk, which only the
-    insert would otherwise pay. A crash right after could lose the token; its owner
-    asks again.
-    """
-    await session.execute(text("SET LOCAL synchronous_commit = off"))
-    target = select(col(User.id), col(User.email)).where(
-        col(User.email) == email, col(User.is_active).is_(True)
-    )
-    if unverified_only:
-        target = target.where(col(User.is_verified).is_(False))
-    matched = target.cte("target")
-    issued = (
-        insert(ActionToken)
-        .from_select(
-            ["id", "user_id", "purpose", "token_hash", "sent_to_hash", "expires_at"],
-            select(
-                literal(uuid7()),
-                matched.c.id,
-                literal(str(purpose)),
-                literal(token_hash),
-                literal(sent_to_hash),
-                literal(expires_at, DateTime(timezone=True)),
-            ),
-        )
-        .cte("issued")
-    )
-    statement = select(matched.c.email).add_cte(issued)
-    return (await session.execute(statement)).scalar_one_or_none()
-
-
 @dataclass(frozen=True, slots=True)
 class SpentToken:
     user_id: UUID
@@ -200,32 +140,9 @@ async def consume_action_token(
     return SpentToken(user_id=row[0], sent_to_hash=row[1]) if row else None
 
 
-async def add_signup_request_unless_registered(
-    session: AsyncSession, request: SignupRequest
-) -> bool:
-    """Store `request` unless its address has an account; whether it was stored.
-
-    The same two statements either way, and a commit that doesn't wait for the WAL
-    flush (see `issue_action_token_for_address`): a lost request is just signed up again.
-    """
-    await session.execute(text("SET LOCAL synchronous_commit = off"))
-    registered = exists().where(col(User.email) == request.email)
-    values = select(
-        literal(request.id, Uuid()),
-        literal(request.email, CITEXT()),
-        literal(request.username, Text()),
-        literal(request.full_name, Text()),
-        literal(request.hashed_password, Text()),
-        literal(request.token_hash, LargeBinary()),
-        literal(request.expires_at, DateTime(timezone=True)),
-    ).where(~registered)
-    columns = ["id", "email", "username", "full_name", "hashed_password", "token_hash"]
-    statement = (
-        insert(SignupRequest)
-        .from_select([*columns, "expires_at"], values)
-        .returning(col(SignupRequest.id))
-    )
-    return (await session.execute(statement)).first() is not None
+async def add_signup_request(session: AsyncSession, request: SignupRequest) -> None:
+    session.add(request)
+    await session.flush()
 
 
 async def consume_signup_request(session: AsyncSession, token_hash: bytes) -> SignupRequest | None:

@@ -4,9 +4,13 @@ password reset and email verification. Every response here is `Cache-Control: no
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
+import structlog
 from fastapi import BackgroundTasks, Depends, Form, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.auth import service
 from keel.auth.guard import PasswordGuardDep
@@ -19,9 +23,9 @@ from keel.auth.schemas import (
     VerifyConfirm,
 )
 from keel.core.db import SessionDep
-from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
+from keel.core.deps import SIGNED_IN_ERRORS, Services, ServicesDep, ViewerDep
 from keel.core.errors import Forbidden
-from keel.core.mail import Mail, Mailer
+from keel.core.mail import Mail
 from keel.core.passwords import MAX_PASSWORD_LENGTH
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service as users
@@ -39,12 +43,33 @@ MAX_LOGIN_LENGTH = 320  # the longest valid email address
 RATE_LIMITED: Responses = {429: {"description": "Too many attempts; see Retry-After"}}
 BAD_TOKEN: Responses = {401: {"description": "Invalid, expired, revoked or replayed token"}}
 ACCEPTED = "If the address belongs to an account, a message is on its way."
+log = structlog.get_logger(__name__)
 
 
-def _accepted(mail: Mail | None, mailer: Mailer, background: BackgroundTasks) -> Accepted:
-    """The same answer whether or not the account exists; mail goes after the response."""
+type MailBuilder = Callable[[AsyncSession], Awaitable[Mail | None]]
+
+
+async def mail_after_response(services: Services, build: MailBuilder) -> None:
+    """A background task: `build` the mail in its own transaction, commit, send it.
+
+    Endpoints that must not tell registered addresses from unknown ones answer first and
+    do all their work here, so the answer and its timing are the same for every address.
+    A failure is logged; the client has its answer already.
+    """
+    try:
+        async with services.db.sessionmaker() as session:
+            mail = await build(session)
+            await session.commit()
+    except Exception:
+        log.exception("auth.mail_after_response_failed")
+        return
     if mail is not None:
-        background.add_task(mailer.send, mail)
+        await services.mailer.send(mail)
+
+
+def _accepted(services: Services, build: MailBuilder, background: BackgroundTasks) -> Accepted:
+    """The same answer whether or not the account exists, before any work on it."""
+    background.add_task(mail_after_response, services, build)
     return Accepted(detail=ACCEPTED)
 
 
@@ -80,11 +105,14 @@ async def signup(
     if not settings.signup_enabled:
         raise Forbidden("Sign-up is turned off on this server; ask an administrator.")
     if settings.signup_enumeration_safe:
-        mail = await service.request_signup(
-            session, services.passwords, settings, services.ratelimiter, data
+        build = partial(
+            service.request_signup,
+            passwords=services.passwords,
+            settings=settings,
+            limiter=services.ratelimiter,
+            data=data,
         )
-        if mail is not None:
-            background.add_task(services.mailer.send, mail)
+        background.add_task(mail_after_response, services, build)
         response.status_code = status.HTTP_202_ACCEPTED
         return Accepted(detail=SIGNUP_STARTED)
     user = await users.create_user(session, services.passwords, data)
@@ -168,12 +196,15 @@ async def logout(session: SessionDep, viewer: ViewerDep) -> None:
     summary="Mail a password-reset token",
 )
 async def password_reset_request(
-    data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
+    data: EmailRequest, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_password_reset(
-        session, services.settings, services.ratelimiter, str(data.email)
+    build = partial(
+        service.request_password_reset,
+        settings=services.settings,
+        limiter=services.ratelimiter,
+        email=str(data.email),
     )
-    return _accepted(mail, services.mailer, background)
+    return _accepted(services, build, background)
 
 
 @router.post(
@@ -198,12 +229,15 @@ async def password_reset_confirm(
     summary="Mail an email-verification token",
 )
 async def verify_request(
-    data: EmailRequest, session: SessionDep, services: ServicesDep, background: BackgroundTasks
+    data: EmailRequest, services: ServicesDep, background: BackgroundTasks
 ) -> Any:
-    mail = await service.request_verification(
-        session, services.settings, services.ratelimiter, str(data.email)
+    build = partial(
+        service.request_verification,
+        settings=services.settings,
+        limiter=services.ratelimiter,
+        email=str(data.email),
     )
-    return _accepted(mail, services.mailer, background)
+    return _accepted(services, build, background)
 
 
 @router.post(

@@ -164,41 +164,22 @@ async def _may_mail(limiter: RateLimiter, settings: Settings, kind: str, address
     return allowed
 
 
-async def _mail_token_to_address(
-    session: AsyncSession,
-    purpose: ActionPurpose,
-    email: str,
-    ttl: timedelta,
-    *,
-    unverified_only: bool = False,
-) -> tuple[str, str] | None:
-    """`(address, token)` if an active account has `email`; the same work either way."""
-    token = secrets.token_urlsafe(32)
-    address = await repository.issue_action_token_for_address(
-        session,
-        purpose,
-        email,
-        _token_hash(token),
-        address_hash(email),
-        datetime.now(UTC) + ttl,
-        unverified_only=unverified_only,
-    )
-    return (address, token) if address is not None else None
-
-
 async def request_password_reset(
     session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
-    """A reset mail for an active account; None (and the same answer) otherwise.
+    """A reset mail for an active account; None otherwise.
 
-    Registered or not, an address costs the same work before the answer, so timing
-    doesn't tell them apart; the mail itself goes after the response.
+    The router runs this after answering (`mail_after_response`), so neither its work
+    nor its result can show in the answer or its timing.
     """
     if not await _may_mail(limiter, settings, ActionPurpose.PASSWORD_RESET, email):
         return None
+    user = await users.find_by_email(session, email)
+    if user is None or not user.is_active:
+        return None
     ttl = timedelta(minutes=settings.password_reset_minutes)
-    issued = await _mail_token_to_address(session, ActionPurpose.PASSWORD_RESET, email, ttl)
-    return mails.password_reset(settings, *issued) if issued is not None else None
+    token = await _new_action_token(session, user, ActionPurpose.PASSWORD_RESET, ttl, user.email)
+    return mails.password_reset(settings, user.email, token)
 
 
 async def confirm_password_reset(
@@ -231,14 +212,14 @@ async def verification_mail(session: AsyncSession, settings: Settings, user: Use
 async def request_verification(
     session: AsyncSession, settings: Settings, limiter: RateLimiter, email: str
 ) -> Mail | None:
-    """A verification mail for an active, unverified account; None otherwise (same work)."""
+    """A verification mail for an active, unverified account; None otherwise (run after
+    answering, like `request_password_reset`)."""
     if not await _may_mail(limiter, settings, ActionPurpose.VERIFY_EMAIL, email):
         return None
-    ttl = timedelta(hours=settings.verify_email_hours)
-    issued = await _mail_token_to_address(
-        session, ActionPurpose.VERIFY_EMAIL, email, ttl, unverified_only=True
-    )
-    return mails.verify_email(settings, *issued) if issued is not None else None
+    user = await users.find_by_email(session, email)
+    if user is None or user.is_verified or not user.is_active:
+        return None
+    return await verification_mail(session, settings, user)
 
 
 async def confirm_verification(session: AsyncSession, token: str) -> None:
@@ -364,15 +345,17 @@ async def request_signup(
 ) -> Mail | None:
     """Enumeration-safe sign-up (SIGNUP_ENUMERATION_SAFE): the mail to send, if any.
 
-    Nothing is created yet. A new address gets a token that creates the account when it
-    comes back (`confirm_signup`); a registered one gets a notice. Both cost the same
-    before the answer: the password hash, then the same two statements. Since no
-    username is taken and no account can sign in before the confirmation, no later
-    request tells the two apart either.
+    The router runs this after answering, like `request_password_reset`. Nothing is
+    created yet: a new address gets a token that creates the account when it comes back
+    (`confirm_signup`); a registered one gets a notice. Since no username is taken and
+    no account can sign in before the confirmation, no later request tells the two
+    apart either.
     """
     email = str(data.email)
     if not await _may_mail(limiter, settings, SIGNUP_MAIL, email):
         return None
+    if await users.find_by_email(session, email) is not None:
+        return mails.signup_attempt_notice(settings, email)
     token = secrets.token_urlsafe(32)
     request = SignupRequest(
         email=email,
@@ -382,9 +365,8 @@ async def request_signup(
         token_hash=_token_hash(token),
         expires_at=datetime.now(UTC) + timedelta(hours=settings.verify_email_hours),
     )
-    if await repository.add_signup_request_unless_registered(session, request):
-        return mails.confirm_signup(settings, email, data.username, token)
-    return mails.signup_attempt_notice(settings, email)
+    await repository.add_signup_request(session, request)
+    return mails.confirm_signup(settings, email, data.username, token)
 
 
 async def confirm_signup(session: AsyncSession, token: str) -> User:

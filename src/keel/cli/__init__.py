@@ -12,18 +12,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 import typer
 import uvicorn
 from pydantic import ValidationError
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from keel.cli import data
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
-from keel.core.embedded import EmbeddedPostgres
+from keel.core.embedded import EmbeddedInUse, EmbeddedPostgres
 from keel.core.errors import KeelError
 from keel.core.logging import configure_logging, uvicorn_log_config
 from keel.core.metrics import MULTIPROC_ENV
@@ -41,6 +42,23 @@ app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Manage user accounts.")
 app.add_typer(users_app, name="users")
 log = structlog.get_logger("keel.cli")
+
+
+APP_FACTORY = "keel.app:create_app"
+
+
+class _RefusingMultiprocess(Multiprocess):
+    """uvicorn's worker supervisor, except that the port refuses connections once stopping.
+
+    Each worker closes its copy of the listening socket when told to stop, but the parent's
+    copy kept the port open until the last worker exited: new connections sat unaccepted in
+    the backlog for the whole drain and were then reset. Closing it first refuses them.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 def _exit_on_sigterm() -> None:
@@ -68,7 +86,7 @@ def serve(
         fail("--reload and --workers > 1 cannot be combined")
     metrics_dir = None
     try:
-        with database_url(settings) as url:
+        with database_url(settings, supervise=True) as url:
             if settings.auto_migrate if migrate is None else migrate:
                 runner.upgrade(url)
             settings.resolved_secret_key()  # once, before any worker forks
@@ -79,20 +97,24 @@ def serve(
                 metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
                 os.environ[MULTIPROC_ENV] = metrics_dir
             get_settings.cache_clear()  # a single worker runs in this process: re-read env
-            uvicorn.run(
-                "keel.app:create_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                reload=reload,
-                http=HeaderLimitedProtocol,  # httptools, with MAX_HEADER_BYTES/COUNT
-                log_config=uvicorn_log_config(),
-                access_log=False,
-                server_header=False,
-                proxy_headers=True,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-            )
+            options: dict[str, Any] = {
+                "factory": True,
+                "host": host,
+                "port": port,
+                "workers": workers,
+                "reload": reload,
+                "http": HeaderLimitedProtocol,  # httptools, with MAX_HEADER_BYTES/COUNT
+                "log_config": uvicorn_log_config(),
+                "access_log": False,
+                "server_header": False,
+                "proxy_headers": True,
+                "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+            }
+            if workers > 1:
+                config = uvicorn.Config(APP_FACTORY, **options)
+                _RefusingMultiprocess(config, sockets=[config.bind_socket()]).run()
+            else:
+                uvicorn.run(APP_FACTORY, **options)
     except KeyboardInterrupt:
         pass
     finally:
@@ -168,9 +190,24 @@ def db_psql(ctx: typer.Context) -> None:
 
 
 @db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded server, whoever started it."""
-    _embedded(load_settings()).stop()
+def db_stop(
+    force: Annotated[
+        bool, typer.Option(help="Stop it even while `keel serve` or another command uses it.")
+    ] = False,
+) -> None:
+    """Stop the embedded server; refused while other keel processes use it, unless --force.
+
+    With --force, running servers answer 503 and don't restart it; the next keel command
+    that needs the database (serve, migrate, psql, seed, import, ...) starts it again.
+    """
+    try:
+        _embedded(load_settings()).stop(force=force)
+    except EmbeddedInUse as exc:
+        fail(
+            f"the embedded server is in use by keel process(es) {', '.join(map(str, exc.users))}."
+            " Stop them first (Ctrl-C or SIGTERM stops the server with them), or run"
+            " `keel db stop --force`: they then answer 503 until a keel command starts it again."
+        )
     typer.echo("stopped")
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from keel.config import Settings, get_settings
 from keel.core.db import DatabaseUnsupported, create_database, verify_server
-from keel.core.embedded import EmbeddedPostgres
+from keel.core.embedded import EmbeddedPostgres, Supervisor
 
 
 def fail(message: str) -> NoReturn:
@@ -42,8 +42,12 @@ async def _verify(settings: Settings, url: str) -> None:
 
 
 @contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """The checked database URL: DATABASE_URL, or the embedded server (released on exit)."""
+def database_url(settings: Settings, *, supervise: bool = False) -> Iterator[str]:
+    """The checked database URL: DATABASE_URL, or the embedded server (released on exit).
+
+    `supervise`: for long-running commands, keep the embedded server up meanwhile (restart
+    it if it dies); see `keel.core.embedded.Supervisor`.
+    """
     embedded = None
     url = settings.database_url
     if url is None:
@@ -56,7 +60,12 @@ def database_url(settings: Settings) -> Iterator[str]:
             fail(str(exc))
         except OSError as exc:
             fail(f"cannot reach the database: {exc}")
-        yield url
+        if embedded is not None and supervise:
+            # Stopped before the release below, which may stop the server for good.
+            with Supervisor(embedded):
+                yield url
+        else:
+            yield url
     finally:
         if embedded is not None:
             embedded.release()

@@ -161,7 +161,7 @@ def worker_command(
     """
     settings = load_settings()
     configure_logging(settings)
-    with database_url(settings) as url:
+    with database_url(settings, supervise=not drain) as url:
         done = asyncio.run(_work(settings, url, drain=drain))
     typer.echo(f"jobs done: {done}")
 

@@ -2,6 +2,11 @@
 
 One server per data dir, shared by every process that calls :meth:`EmbeddedPostgres.ensure_running`
 on it; it listens on a private unix socket only and stops when its last user releases it.
+
+Long-running users (`keel serve`, `keel worker`) run a :class:`Supervisor`: a postmaster that
+dies (a crash, `kill -9`) or is stopped from outside is started again, and the WAL replay of
+its crash recovery is logged. A stop asked for while others use the server (`keel db stop
+--force`) keeps them registered and holds supervisors off until a command starts it again.
 """
 
 import contextlib
@@ -11,18 +16,21 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from subprocess import DEVNULL, STDOUT
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import structlog
@@ -56,6 +64,30 @@ class EmbeddedPostgresError(RuntimeError):
     """The embedded server could not be initialised, started or stopped."""
 
 
+class EmbeddedInUse(EmbeddedPostgresError):
+    """A stop was refused: other live processes use the server."""
+
+    def __init__(self, users: list[int]) -> None:
+        super().__init__(f"the embedded server is in use by process(es) {users}")
+        self.users = users
+
+
+class ServerState(StrEnum):
+    RUNNING = "running"
+    CRASHED = "crashed"  # postmaster.pid names a postmaster that is gone
+    STOPPED = "stopped"  # shut down cleanly: no pid file, no process left
+    CHANGING = "changing"  # no pid file, but processes of this cluster live (starting, stopping)
+
+
+# What a crash recovery writes to the server log (PostgreSQL 17/18 wording).
+_RECOVERY_LINE = re.compile(
+    r"database system was (?:interrupted|not properly shut down)|automatic recovery|"
+    r"redo (?:starts|done) at|redo is not required|invalid record length|checkpoint complete"
+)
+_REDO_START = re.compile(r"redo starts at (\S+)")
+_REDO_DONE = re.compile(r"redo done at (\S+)")
+
+
 @dataclass(frozen=True)
 class EmbeddedStatus:
     """Snapshot of an embedded server's state, as reported by :meth:`EmbeddedPostgres.status`."""
@@ -68,6 +100,7 @@ class EmbeddedStatus:
     socket_dir: Path
     url: str | None
     users: list[int]
+    stop_requested: bool
 
 
 @functools.cache
@@ -169,6 +202,8 @@ class EmbeddedPostgres:
         self.socket_dir = _socket_dir_for(self.data_dir)
         self.log_file = self.pgdata / "log" / "postgres.log"
         self._users_path = self.data_dir / "users.json"
+        # Present while a stop was asked for under live users: supervisors must not restart.
+        self._stop_marker = self.data_dir / "stop-requested"
 
     @property
     def url(self) -> str:
@@ -184,8 +219,12 @@ class EmbeddedPostgres:
         return [str(bin_path("psql")), *self._conn_args(), "-d", self.database]
 
     def ensure_running(self) -> str:
-        """Init and start the server if needed, register this process as a user; return url."""
+        """Init and start the server if needed, register this process as a user; return url.
+
+        An explicit start: it lifts a stop requested with `stop()` under other users.
+        """
         with self._locked():
+            self._stop_marker.unlink(missing_ok=True)
             self._prepare_dirs()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
@@ -210,15 +249,51 @@ class EmbeddedPostgres:
             if users:
                 log.info("embedded_pg.still_in_use", users=users)
                 return
+            self._stop_marker.unlink(missing_ok=True)  # nobody left to hold off
             self._stop_locked()
 
-    def stop(self) -> None:
-        """Stop the server whoever is using it and forget all users; a no-op if not running."""
+    def stop(self, *, force: bool = True) -> None:
+        """Stop the server; a no-op if it isn't running.
+
+        Other live users stay registered (their exit must not stop a server that some later
+        command starts under them), and their supervisors hold off until a command starts
+        it again. With force=False, refuse (EmbeddedInUse) while any other live process
+        uses the server.
+        """
         if not self.data_dir.exists():
             return
         with self._locked():
-            self._write_users([])
+            users = [pid for pid in self._read_users() if pid != os.getpid()]
+            if users and not force:
+                raise EmbeddedInUse(users)
+            self._write_users(users)
+            if users:
+                self._stop_marker.write_text(json.dumps({"by": os.getpid(), "at": time.time()}))
+                log.warning("embedded_pg.stop_requested", users=users)
             self._stop_locked()
+
+    def state(self) -> ServerState:
+        """What the cluster's processes are doing now (no lock taken)."""
+        pidfile = self.pgdata / "postmaster.pid"
+        if pidfile.exists():
+            return ServerState.RUNNING if self._running_pid() is not None else ServerState.CRASHED
+        return ServerState.CHANGING if self._cluster_processes() else ServerState.STOPPED
+
+    def stop_requested(self) -> bool:
+        return self._stop_marker.exists()
+
+    def restart_if_down(self) -> bool:
+        """Start the server again unless it runs, is starting or stopping, or a stop was
+        requested. Returns True if this call started it."""
+        with self._locked():
+            if self.stop_requested() or not (self.pgdata / "PG_VERSION").exists():
+                return False
+            if self.state() in (ServerState.RUNNING, ServerState.CHANGING):
+                return False
+            self._clear_stale()
+            self._write_config()
+            self._start()
+            return True
 
     def status(self) -> EmbeddedStatus:
         """Report whether the cluster exists and runs, its pid, URL and registered users."""
@@ -232,6 +307,7 @@ class EmbeddedPostgres:
             socket_dir=self.socket_dir,
             url=self.url if pid is not None else None,
             users=self._read_users(),
+            stop_requested=self.stop_requested(),
         )
 
     @contextlib.contextmanager
@@ -313,11 +389,20 @@ class EmbeddedPostgres:
         for name in (f".s.PGSQL.{PORT}", f".s.PGSQL.{PORT}.lock"):
             (self.socket_dir / name).unlink(missing_ok=True)
 
+    def _cluster_processes(self) -> list[int]:
+        """Live postgres processes (postmaster or backends) working in this pgdata."""
+        if not Path("/proc/self").exists():
+            return []
+        pids = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(ValueError):
+                pids.append(int(entry.name))
+        return [pid for pid in pids if _is_postgres_of(pid, self.pgdata)]
+
     def _reap_orphans(self) -> None:
         orphans: list[int] = []
         for attempt in range(100):
-            pids = [int(p.name) for p in Path("/proc").glob("[0-9]*")]
-            orphans = [pid for pid in pids if _is_postgres_of(pid, self.pgdata)]
+            orphans = self._cluster_processes()
             if not orphans:
                 return
             if attempt >= 60:  # they normally exit on their own within milliseconds
@@ -333,7 +418,35 @@ class EmbeddedPostgres:
         except OSError as exc:
             return f"(no server log: {exc})"
 
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def _report_recovery(self, log_offset: int) -> None:
+        """Log the crash recovery (WAL replay) the server just ran, if it ran one."""
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(log_offset)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return
+        if "automatic recovery in progress" not in text and "redo starts at" not in text:
+            return
+        lines = [line for line in text.splitlines() if _RECOVERY_LINE.search(line)]
+        start, done = _REDO_START.search(text), _REDO_DONE.search(text)
+        log.warning(
+            "embedded_pg.crash_recovery",
+            pgdata=str(self.pgdata),
+            redo_start=start.group(1) if start else None,
+            redo_done=done.group(1) if done else None,
+            wal_replayed=start is not None,
+            log=lines[-12:],
+        )
+
     def _start(self) -> int:
+        log_offset = self._log_size()
         try:
             self._pg_ctl("-l", str(self.log_file), "start")
             pid = self._running_pid()
@@ -347,6 +460,7 @@ class EmbeddedPostgres:
         log.info(
             "embedded_pg.started", pid=pid, pgdata=str(self.pgdata), socket=str(self.socket_dir)
         )
+        self._report_recovery(log_offset)
         return pid
 
     def _stop_locked(self) -> None:
@@ -384,3 +498,80 @@ class EmbeddedPostgres:
         tmp = self._users_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(sorted(set(pids))))
         tmp.replace(self._users_path)
+
+
+class Supervisor:
+    """Keeps the embedded server up for a long-running process, from a background thread.
+
+    A postmaster that is gone while its pid file remains crashed (`kill -9`, OOM killer):
+    it is started again at once, and the server's crash recovery replays the WAL (logged as
+    `embedded_pg.crash_recovery`). A server stopped from outside (`pg_ctl stop`) is started
+    again once it has stayed down for `outside_stop_grace` seconds, which leaves a planned
+    `pg_ctl restart` alone. A stop requested with `stop()` (`keel db stop --force`) is
+    respected until a command starts the server again.
+    """
+
+    def __init__(
+        self,
+        server: EmbeddedPostgres,
+        *,
+        interval: float = 0.5,
+        outside_stop_grace: float = 3.0,
+    ) -> None:
+        self.server = server
+        self.interval = interval
+        self.outside_stop_grace = outside_stop_grace
+        self.restarts = 0
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._down_since: float | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._watch, name="embedded-pg-supervisor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # a failed start is retried at the next tick
+                log.exception("embedded_pg.restart_failed", pgdata=str(self.server.pgdata))
+
+    def check(self) -> bool:
+        """One look at the server; start it if it should run but doesn't. True if started."""
+        if self.server.stop_requested():
+            self._down_since = None
+            return False
+        state = self.server.state()
+        if state in (ServerState.RUNNING, ServerState.CHANGING):
+            self._down_since = None
+            return False
+        now = time.monotonic()
+        if state is ServerState.STOPPED:
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_since < self.outside_stop_grace:
+                return False
+            log.warning("embedded_pg.stopped_from_outside", pgdata=str(self.server.pgdata))
+        else:
+            log.error("embedded_pg.postmaster_died", pgdata=str(self.server.pgdata))
+        if not self.server.restart_if_down():
+            return False
+        self._down_since = None
+        self.restarts += 1
+        log.warning("embedded_pg.restarted", pgdata=str(self.server.pgdata), restarts=self.restarts)
+        return True

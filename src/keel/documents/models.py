@@ -110,7 +110,8 @@ class Document(SQLModel, table=True):
         default_factory=dict,
         sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     )
-    embedding: Any = Field(sa_column=Column(Vector(), nullable=False))
+    # NULL while the server's model has yet to embed `content` (bulk loads of text alone).
+    embedding: Any = Field(default=None, sa_column=Column(Vector(), nullable=True))
     # Always equal to `embedding` at half precision: PostgreSQL computes it on write.
     embedding_half: Any = Field(
         default=None,

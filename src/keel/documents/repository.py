@@ -108,6 +108,41 @@ async def get_visible(session: AsyncSession, document_id: UUID, viewer: Viewer) 
     return (await session.scalars(_public(statement))).first()
 
 
+async def get_visible_with_status(
+    session: AsyncSession, document_id: UUID, viewer: Viewer
+) -> tuple[Document, bool] | None:
+    """The document and whether its embedding is still pending (NULL)."""
+    pending = col(Document.embedding).is_(None).label("pending")
+    statement = select(Document, pending).where(col(Document.id) == document_id, visible_to(viewer))
+    row = (await session.execute(statement.options(load_only(*_PUBLIC_COLUMNS)))).first()
+    return None if row is None else (row[0], bool(row[1]))
+
+
+async def pending_contents(session: AsyncSession, ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
+    """(id, content) of these documents that still wait for an embedding."""
+    rows = await session.execute(
+        select(col(Document.id), col(Document.content)).where(
+            col(Document.id).in_(ids), col(Document.embedding).is_(None)
+        )
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def store_embeddings(
+    session: AsyncSession, ids: Sequence[UUID], vectors: Sequence[Sequence[float]]
+) -> int:
+    """Set the embeddings of documents still without one. Returns how many were set."""
+    result = await session.execute(
+        text(
+            "UPDATE app.documents AS d SET embedding = CAST(v.embedding AS vector) "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:vectors AS text[])) AS v(id, embedding) "
+            "WHERE d.id = v.id AND d.embedding IS NULL"
+        ),
+        {"ids": list(ids), "vectors": [vector_literal(vector) for vector in vectors]},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def save(session: AsyncSession, document: Document) -> Document:
     """Flush `document` and load the timestamps the database set."""
     session.add(document)
@@ -195,12 +230,12 @@ def nearest_sql(query: Nearest, dimension: int) -> str:
     passes it on, and would then skip or shorten the sort).
     """
     operator = OPERATORS[query.metric]
-    conditions = []
+    conditions = ["embedding IS NOT NULL"]  # a document whose embedding is pending
     if query.owner_id is not None:
         conditions.append("owner_id = :owner_id")
     if query.metadata_filter:
         conditions.append("metadata @> CAST(:filter AS jsonb)")
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    where = f"WHERE {' AND '.join(conditions)}"
     candidate = query.column.sql_type(dimension)
     # Identifiers and operators come from fixed tables; values are bound parameters.
     return f"""

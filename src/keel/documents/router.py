@@ -1,4 +1,4 @@
-"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings.
+"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings (or the server's).
 
 Owners see only their own documents, admins everyone's; anyone else's id is a 404.
 Search walks an HNSW index (see the README's vector settings) unless asked for `exact`.
@@ -6,6 +6,8 @@ Search walks an HNSW index (see the README's vector settings) unless asked for `
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,8 +15,15 @@ from fastapi import Depends, Request, status
 
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
+from keel.core.idempotency.deps import (
+    IDEMPOTENCY_ERRORS,
+    DeferredIdempotencyDep,
+    IdempotentRoute,
+)
 from keel.core.routing import KeelRouter, Responses
+from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
 from keel.documents import service
+from keel.documents.embeddings import embed_content
 from keel.documents.schemas import (
     BulkLoadResult,
     DocumentCreate,
@@ -24,7 +33,7 @@ from keel.documents.schemas import (
 )
 from keel.documents.service import VectorLayout
 
-router = KeelRouter(prefix="/documents", tags=["documents"])
+router = KeelRouter(prefix="/documents", tags=["documents"], route_class=IdempotentRoute)
 
 AUTH = SIGNED_IN_ERRORS
 MISSING: Responses = {404: {"description": "No such document, or not yours"}}
@@ -51,20 +60,44 @@ async def get_layout(request: Request, session: SessionDep) -> VectorLayout:
     return layout
 
 
+async def upload_slot(request: Request, user: ViewerDep) -> AsyncIterator[None]:
+    """One of the caller's (and the process's) heavy-operation slots, for the request."""
+    with heavy_operations(request).slot(user.user_id):
+        yield
+
+
 LayoutDep = Annotated[VectorLayout, Depends(get_layout)]
+UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DocumentPublic,
-    responses={**AUTH, **INVALID},
-    summary="Store a document and its embedding (the owner is you)",
+    responses={
+        **AUTH,
+        **INVALID,
+        **IDEMPOTENCY_ERRORS,
+        503: {"description": "No `embedding`, and no embedding model fits the table"},
+    },
+    summary="Store a document: its own embedding, or the server embeds its content",
 )
 async def create_document(
-    data: DocumentCreate, session: SessionDep, user: ViewerDep, layout: LayoutDep
+    request: Request,
+    data: DocumentCreate,
+    session: SessionDep,
+    user: ViewerDep,
+    services: ServicesDep,
+    layout: LayoutDep,
+    key: DeferredIdempotencyDep,
 ) -> Any:
-    return await service.create_document(session, user, layout, data)
+    embedding = None
+    if data.embedding is None:
+        # The model runs before the request's transaction opens: no connection waits on it.
+        await release_connection(session)
+        embedding = await embed_content(services.embedder, layout, data.content)
+    await key.check(hashlib.sha256(await request.body()).digest())
+    return await service.create_document(session, user, layout, data, embedding)
 
 
 BULK_BODY: dict[str, Any] = {
@@ -83,7 +116,13 @@ BULK_BODY: dict[str, Any] = {
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     response_model=BulkLoadResult,
-    responses={**AUTH, **INVALID, 415: {"description": "The body is not NDJSON"}},
+    responses={
+        **AUTH,
+        **INVALID,
+        **UPLOAD_LIMITS,
+        **IDEMPOTENCY_ERRORS,
+        415: {"description": "The body is not NDJSON"},
+    },
     summary="Store many documents from NDJSON, all or none (binary COPY)",
     openapi_extra={"requestBody": BULK_BODY},
 )
@@ -93,17 +132,25 @@ async def bulk_load(
     user: ViewerDep,
     services: ServicesDep,
     layout: LayoutDep,
+    _slot: UploadSlot,
+    key: DeferredIdempotencyDep,
 ) -> Any:
     service.check_ndjson(request.headers.get("content-type"))
-    ids = await service.load_ndjson(
-        session,
-        user,
-        layout,
-        request.stream(),
-        max_rows=services.settings.documents_bulk_max_rows,
-        max_bytes=services.settings.documents_bulk_max_bytes,
+    # The whole body first, with no connection held: a slow client must not hold one.
+    await release_connection(session)
+    async with spool(request.stream()) as body:
+        await key.check(body.sha256)
+        loaded = await service.load_ndjson(
+            session,
+            user,
+            layout,
+            body.chunks(),
+            max_rows=services.settings.documents_bulk_max_rows,
+            max_bytes=services.settings.documents_bulk_max_bytes,
+        )
+    return BulkLoadResult(
+        inserted=len(loaded.ids), ids=loaded.ids, embeddings_pending=len(loaded.pending)
     )
-    return BulkLoadResult(inserted=len(ids), ids=ids)
 
 
 @router.post(
@@ -135,7 +182,7 @@ async def search_documents(
     summary="Read a document (without its vector)",
 )
 async def read_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> Any:
-    return await service.get_document(session, user, document_id)
+    return await service.read_document(session, user, document_id)
 
 
 @router.delete(

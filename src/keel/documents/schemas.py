@@ -24,6 +24,9 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -128,14 +131,37 @@ Metadata = Annotated[
 Content = Annotated[DbText, Field(max_length=CONTENT_MAX), AfterValidator(_storable)]
 
 
+_VECTOR_SCHEMA = TypeAdapter(Vector).json_schema()
+
+
 class DocumentCreate(BaseModel):
-    """One document. The owner is always the caller; `id` and `owner_id` are refused."""
+    """One document. The owner is always the caller; `id` and `owner_id` are refused.
+
+    Without `embedding`, the server embeds `content` with its own model: at once for
+    `POST /documents`, through the job queue for bulk loads.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     content: Content = ""
     metadata: Metadata = Field(default_factory=dict)
-    embedding: Vector
+    # Optional, but never null (see below): the published schema is the vector's alone.
+    embedding: Annotated[Vector | None, WithJsonSchema(_VECTOR_SCHEMA)] = Field(
+        default=None, description="Omit to have the server embed `content` (EMBEDDER)."
+    )
+
+    @field_validator("embedding", mode="before")
+    @classmethod
+    def _no_null_vector(cls, value: object) -> object:
+        if value is None:  # only a value sent: leaving the field out is how to ask
+            raise ValueError("expected an array of numbers; leave `embedding` out instead")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_embed(self) -> Self:
+        if self.embedding is None and not self.content.strip():
+            raise ValueError("give `embedding`, or a non-blank `content` for the server to embed")
+        return self
 
 
 class DocumentPublic(BaseModel):
@@ -147,11 +173,21 @@ class DocumentPublic(BaseModel):
     metadata: dict[str, Any] = Field(validation_alias="metadata_")
     created_at: datetime
     updated_at: datetime
+    embedding_pending: bool = Field(
+        default=False,
+        description="True while the server has yet to embed `content` (a bulk-loaded "
+        "document without `embedding`); such a document is not found by search until then.",
+    )
 
 
 class BulkLoadResult(BaseModel):
     inserted: int
     ids: list[UUID] = Field(description="The new documents' ids, in the order of the lines.")
+    embeddings_pending: int = Field(
+        default=0,
+        description="How many of them came without `embedding`: the job queue embeds their "
+        "`content`; each reads `embedding_pending: true` until then.",
+    )
 
 
 QueryText = Annotated[

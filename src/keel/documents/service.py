@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -28,12 +29,14 @@ from keel.core.errors import (
 from keel.core.ids import uuid7
 from keel.core.viewer import Viewer
 from keel.documents import repository
+from keel.documents.embeddings import queue_embeddings
 from keel.documents.models import FULL, HALF, Document, Metric, VectorColumn
 from keel.documents.repository import IndexScan, Nearest
 from keel.documents.repository import VectorLayout as VectorLayout  # re-exported
 from keel.documents.schemas import (
     DocumentCreate,
     DocumentHit,
+    DocumentPublic,
     DocumentSearch,
     DocumentSearchResult,
     Precision,
@@ -74,14 +77,23 @@ load_layout = repository.load_layout  # the table's dimension and HNSW indexes, 
 
 
 async def create_document(
-    session: AsyncSession, owner: Viewer, layout: VectorLayout, data: DocumentCreate
+    session: AsyncSession,
+    owner: Viewer,
+    layout: VectorLayout,
+    data: DocumentCreate,
+    embedding: Sequence[float] | None = None,
 ) -> Document:
-    _check_dimension(data.embedding, layout.dimension, ["body", "embedding"])
+    """Store a document with its own `embedding`, or with `embedding` computed by the caller
+    from its content (see `keel.documents.embeddings.embed_content`)."""
+    vector = data.embedding if data.embedding is not None else embedding
+    if vector is None:
+        raise ValueError("a document needs an embedding: its own or its content's")
+    _check_dimension(vector, layout.dimension, ["body", "embedding"])
     document = Document(
         owner_id=owner.user_id,
         content=data.content,
         metadata_=data.metadata,
-        embedding=data.embedding,
+        embedding=list(vector),
     )
     return await repository.save(session, document)
 
@@ -94,11 +106,26 @@ async def get_document(session: AsyncSession, viewer: Viewer, document_id: UUID)
     return document
 
 
+async def read_document(session: AsyncSession, viewer: Viewer, document_id: UUID) -> DocumentPublic:
+    """The document as its owner sees it, saying whether its embedding is still pending."""
+    found = await repository.get_visible_with_status(session, document_id, viewer)
+    if found is None:
+        raise NotFound(NOT_FOUND)
+    document, pending = found
+    return DocumentPublic.model_validate(document).model_copy(update={"embedding_pending": pending})
+
+
 async def delete_document(session: AsyncSession, actor: Viewer, document_id: UUID) -> None:
     await repository.delete(session, await get_document(session, actor, document_id))
 
 
 # --- bulk loading ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BulkLoaded:
+    ids: list[UUID]  # every new document, in line order
+    pending: list[UUID]  # those whose content the job queue will embed
 
 
 def check_ndjson(content_type: str | None) -> None:
@@ -161,9 +188,11 @@ def _parse_line(
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         return None, [_line_error(number, e["msg"], e["type"], e["loc"]) for e in errors]
-    if (message := _dimension_error(document.embedding, dimension)) is not None:
-        return None, [_line_error(number, message, "vector_dimension", ["embedding"])]
-    embedding = np.asarray(document.embedding, dtype=np.float32)
+    embedding = None  # to be embedded from the content, by the job queue
+    if document.embedding is not None:
+        if (message := _dimension_error(document.embedding, dimension)) is not None:
+            return None, [_line_error(number, message, "vector_dimension", ["embedding"])]
+        embedding = np.asarray(document.embedding, dtype=np.float32)
     return (
         (uuid7(), owner_id, document.content, metadata_json(document.metadata), embedding),
         [],
@@ -178,14 +207,17 @@ async def load_ndjson(
     *,
     max_rows: int,
     max_bytes: int,
-) -> list[UUID]:
+) -> BulkLoaded:
     """Store one document per line, all or none; the new ids in line order.
 
     COPY runs in batches while the body streams in. Once a line is bad nothing more is
     copied, the remaining lines are still checked (to report them all), and the error
-    rolls the request's transaction back, batches already copied included.
+    rolls the request's transaction back, batches already copied included. Lines without
+    `embedding` are stored without one, and `embed_documents` jobs (queued in the same
+    transaction) embed their content.
     """
     ids: list[UUID] = []
+    pending: list[UUID] = []
     batch: list[tuple[Any, ...]] = []
     errors: list[dict[str, Any]] = []
     invalid_lines = rows = 0
@@ -202,6 +234,8 @@ async def load_ndjson(
                 errors.extend(problems[: MAX_REPORTED_ERRORS - len(errors)])
             elif not invalid_lines:  # after a bad line, only check the rest
                 ids.append(record[0])
+                if record[-1] is None:
+                    pending.append(record[0])
                 batch.append(record)
                 if len(batch) >= BULK_BATCH_ROWS:
                     await _copy(driver, batch)
@@ -217,7 +251,8 @@ async def load_ndjson(
             raise InvalidDocuments("The upload holds no documents.", errors=[])
         if batch:
             await _copy(driver, batch)
-    return ids
+    await queue_embeddings(session, pending)
+    return BulkLoaded(ids=ids, pending=pending)
 
 
 async def _copy(driver: asyncpg.Connection, batch: Sequence[tuple[Any, ...]]) -> None:

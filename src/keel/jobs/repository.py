@@ -37,6 +37,15 @@ async def enqueue(
     return job.id
 
 
+async def enqueue_many(
+    session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *, max_attempts: int = 5
+) -> list[UUID]:
+    jobs = [Job(id=uuid7(), kind=kind, payload=p, max_attempts=max_attempts) for p in payloads]
+    session.add_all(jobs)
+    await session.flush()
+    return [job.id for job in jobs]
+
+
 _CLAIM = text(
     """
     UPDATE app.jobs SET status = 'running', attempts = attempts + 1,
@@ -80,6 +89,50 @@ async def requeue_stale(session: AsyncSession, lease_seconds: int) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# The claim still holds the job: not taken back, not claimed again (by anyone).
+_LOCK_CLAIM = text(
+    "SELECT 1 FROM app.jobs WHERE id = :id AND status = 'running' "
+    "AND locked_by = :worker AND attempts = :attempts FOR UPDATE"
+)
+_FAIL = text(
+    "UPDATE app.jobs SET status = :status, locked_at = NULL, locked_by = NULL, "
+    "last_error = :error, run_at = now() + make_interval(secs => :delay) "
+    "WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempts"
+)
+
+
+def _held(job: ClaimedJob, worker: str) -> dict[str, Any]:
+    return {"id": job.id, "worker": worker, "attempts": job.attempts}
+
+
+async def lock_claim(session: AsyncSession, job: ClaimedJob, worker: str) -> bool:
+    """Lock the job's row if this claim still holds it (not taken back, not re-claimed).
+
+    Locked, the claim can't be taken back before this transaction ends.
+    """
+    result = await session.execute(_LOCK_CLAIM, _held(job, worker))
+    return result.first() is not None
+
+
+async def release(session: AsyncSession, jobs: list[ClaimedJob], worker: str) -> int:
+    """Give claims back to the queue, due now; their attempt doesn't count. Returns how many."""
+    result = await session.execute(
+        text(
+            "UPDATE app.jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), "
+            "locked_at = NULL, locked_by = NULL "
+            "WHERE status = 'running' AND locked_by = :worker "
+            "AND (id, attempts) IN (SELECT * FROM unnest(CAST(:ids AS uuid[]), "
+            "CAST(:attempts AS integer[])))"
+        ),
+        {
+            "worker": worker,
+            "ids": [job.id for job in jobs],
+            "attempts": [job.attempts for job in jobs],
+        },
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def finish(session: AsyncSession, job_id: UUID) -> None:
     """A finished job is deleted, in the same transaction as the work it did."""
     await session.execute(text("DELETE FROM app.jobs WHERE id = :id"), {"id": job_id})
@@ -91,19 +144,19 @@ def backoff_seconds(attempts: int) -> float:
     return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
 
 
-async def fail(session: AsyncSession, job: ClaimedJob, error: str) -> JobStatus:
-    """Retry later with backoff, or mark failed once out of attempts. Returns the new status."""
+async def fail(session: AsyncSession, job: ClaimedJob, worker: str, error: str) -> JobStatus:
+    """Retry later with backoff, or mark failed once out of attempts. Returns the new status.
+
+    Only while this claim still holds the job: one taken back meanwhile is left alone.
+    """
     status = JobStatus.FAILED if job.attempts >= job.max_attempts else JobStatus.QUEUED
     await session.execute(
-        text(
-            "UPDATE app.jobs SET status = :status, locked_at = NULL, locked_by = NULL, "
-            "last_error = :error, run_at = now() + make_interval(secs => :delay) WHERE id = :id"
-        ),
+        _FAIL,
         {
             "status": status.value,
             "error": error[:MAX_ERROR_CHARS],
             "delay": backoff_seconds(job.attempts),
-            "id": job.id,
+            **_held(job, worker),
         },
     )
     return status

@@ -1,7 +1,8 @@
-"""The job queue as administrators see it: counts, recent jobs, retries."""
+"""The job queue: what other domains queue, and what administrators see (counts, retries)."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,3 +23,10 @@ async def retry(session: AsyncSession, job_id: UUID) -> None:
     """Queue a failed job again, with fresh attempts; 404 if there is no such failed job."""
     if not await repository.retry(session, job_id):
         raise NotFound("No failed job with this id.")
+
+
+async def enqueue(session: AsyncSession, kind: str, payloads: list[dict[str, Any]]) -> list[UUID]:
+    """Queue one `kind` job per payload, in the caller's transaction (they run once it commits)."""
+    if not payloads:
+        return []
+    return await repository.enqueue_many(session, kind, payloads)

@@ -10,6 +10,7 @@ from fastapi import Query, Response, status
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
 from keel.core.errors import BadRequest
+from keel.core.idempotency.deps import IDEMPOTENCY_ERRORS, IdempotencyDep, IdempotentRoute
 from keel.core.pagination import MAX_CURSOR_LENGTH
 from keel.core.responses import json_response
 from keel.core.routing import KeelRouter, Responses
@@ -17,7 +18,7 @@ from keel.core.types import IsoDatetime
 from keel.posts import service
 from keel.posts.schemas import PostCreate, PostPage, PostPublic, PostUpdate
 
-router = KeelRouter(prefix="/posts", tags=["posts"])
+router = KeelRouter(prefix="/posts", tags=["posts"], route_class=IdempotentRoute)
 
 MAX_LIMIT = 100
 MAX_OFFSET = 100_000
@@ -30,10 +31,12 @@ NOT_YOURS: Responses = {403: {"description": "Published, but not yours to change
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=PostPublic,
-    responses=AUTH,
+    responses={**AUTH, **IDEMPOTENCY_ERRORS},
     summary="Write a post (the author is you)",
 )
-async def create_post(data: PostCreate, session: SessionDep, viewer: ViewerDep) -> Any:
+async def create_post(
+    data: PostCreate, session: SessionDep, viewer: ViewerDep, _key: IdempotencyDep
+) -> Any:
     return await service.create_post(session, viewer, data)
 
 

@@ -10,7 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keel.config import Settings
 from keel.core.db import create_database
-from keel.search.embeddings import count_missing, embed_posts, embedder_for, missing_post_ids
+from keel.search.embeddings import (
+    count_missing,
+    embedder_for,
+    load_posts,
+    missing_post_ids,
+    store_embeddings,
+)
 
 
 async def backfill(
@@ -29,11 +35,15 @@ async def backfill(
         async with database.sessionmaker() as session:
             started(await count_missing(session))
         while True:
-            async with database.sessionmaker() as session, session.begin():
+            async with database.sessionmaker() as session:
                 ids = await missing_post_ids(session, batch)
                 if not ids:
                     return done
-                embedded = await embed_posts(session, embedder, ids)
+                posts = await load_posts(session, ids)
+            # The model runs with no transaction open: a batch can take seconds of CPU.
+            vectors = await embedder.embed([post.text for post in posts])
+            async with database.sessionmaker() as session, session.begin():
+                embedded = await store_embeddings(session, embedder, posts, vectors)
             done += embedded
             advance(embedded)
     finally:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from keel.config import Settings
 from keel.core.db import Database
+from keel.documents.embeddings import EMBED_DOCUMENTS, embed_documents_handler
 from keel.embeddings import make_embedder
 from keel.embeddings.base import Embedder
-from keel.jobs.worker import Handler, Worker
+from keel.jobs.worker import Handler, JobRun, Worker
 from keel.posts.models import Post
 from keel.search.models import PostEmbedding
 
@@ -26,24 +29,43 @@ def post_text(title: str, content: str) -> str:
     return f"{title}\n\n{content}"
 
 
-async def embed_posts(session: AsyncSession, embedder: Embedder, post_ids: Sequence[UUID]) -> int:
-    """(Re-)embed these posts; ids of posts deleted meanwhile are skipped. Returns the count."""
-    rows = (
-        await session.execute(
-            select(col(Post.id), col(Post.title), col(Post.content)).where(
-                col(Post.id).in_(post_ids)
-            )
+@dataclass(frozen=True, slots=True)
+class PostText:
+    """A post as it was read for embedding; `updated_at` detects a rewording since."""
+
+    id: UUID
+    text: str
+    updated_at: datetime | None
+
+
+async def load_posts(session: AsyncSession, post_ids: Sequence[UUID]) -> list[PostText]:
+    """The texts to embed; ids of posts deleted meanwhile are skipped."""
+    rows = await session.execute(
+        select(col(Post.id), col(Post.title), col(Post.content), col(Post.updated_at)).where(
+            col(Post.id).in_(post_ids)
         )
-    ).all()
-    if not rows:
-        return 0
-    vectors = await embedder.embed([post_text(title, content) for _, title, content in rows])
-    statement = insert(PostEmbedding).values(
-        [
-            {"post_id": post_id, "embedding": vector, "model": embedder.name}
-            for (post_id, _, _), vector in zip(rows, vectors, strict=True)
-        ]
     )
+    return [PostText(id_, post_text(title, content), at) for id_, title, content, at in rows]
+
+
+async def store_embeddings(
+    session: AsyncSession, embedder: Embedder, posts: Sequence[PostText], vectors: list[list[float]]
+) -> int:
+    """Upsert the vectors of posts unchanged since they were read. Returns how many."""
+    if not posts:
+        return 0
+    unchanged = select(col(Post.id)).where(
+        tuple_(col(Post.id), col(Post.updated_at)).in_([(p.id, p.updated_at) for p in posts])
+    )
+    kept = set((await session.scalars(unchanged)).all())  # a reworded post has a newer job
+    values = [
+        {"post_id": post.id, "embedding": vector, "model": embedder.name}
+        for post, vector in zip(posts, vectors, strict=True)
+        if post.id in kept
+    ]
+    if not values:
+        return 0
+    statement = insert(PostEmbedding).values(values)
     statement = statement.on_conflict_do_update(
         index_elements=[col(PostEmbedding.post_id)],
         set_={
@@ -53,15 +75,22 @@ async def embed_posts(session: AsyncSession, embedder: Embedder, post_ids: Seque
         },
     )
     await session.execute(statement)
-    return len(rows)
+    return len(values)
 
 
 def embed_posts_handler(embedder: Embedder) -> Handler:
-    async def handle(session: AsyncSession, payload: dict[str, object]) -> None:
+    async def handle(run: JobRun, payload: dict[str, object]) -> None:
         ids = payload.get("post_ids")
         if not isinstance(ids, list):
             raise ValueError("embed_posts payload needs a post_ids list")
-        await embed_posts(session, embedder, [UUID(str(post_id)) for post_id in ids])
+        async with run.read() as session:
+            posts = await load_posts(session, [UUID(str(post_id)) for post_id in ids])
+        if not posts:
+            return
+        # No connection is held while the model runs.
+        vectors = await embedder.embed([post.text for post in posts])
+        async with run.write() as session:
+            await store_embeddings(session, embedder, posts, vectors)
 
     return handle
 
@@ -108,7 +137,10 @@ def worker_for(settings: Settings, database: Database, embedder: Embedder) -> Wo
     """A job worker that knows every job kind Keel queues."""
     return Worker(
         database,
-        {EMBED_POSTS: embed_posts_handler(embedder)},
+        {
+            EMBED_POSTS: embed_posts_handler(embedder),
+            EMBED_DOCUMENTS: embed_documents_handler(embedder),
+        },
         batch=settings.worker_batch,
         poll_seconds=settings.worker_poll_seconds,
         lease_seconds=settings.job_lease_seconds,

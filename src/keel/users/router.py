@@ -9,6 +9,7 @@ from fastapi import Query, Response, status
 
 from keel.core.db import SessionDep
 from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, ServicesDep, ViewerDep
+from keel.core.idempotency.deps import IDEMPOTENCY_ERRORS, IdempotencyDep, IdempotentRoute
 from keel.core.responses import json_response
 from keel.core.routing import KeelRouter, Responses
 from keel.users import service
@@ -20,7 +21,7 @@ from keel.users.schemas import (
     UserUpdate,
 )
 
-router = KeelRouter(prefix="/users", tags=["users"])
+router = KeelRouter(prefix="/users", tags=["users"], route_class=IdempotentRoute)
 
 MAX_PAGE = 1000
 MAX_SEARCH = 100
@@ -37,11 +38,15 @@ CONFLICT: Responses = {409: {"description": "Email or username already taken"}}
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserPrivate,
-    responses={**ADMIN_ERRORS, **CONFLICT},
+    responses={**ADMIN_ERRORS, **CONFLICT, **IDEMPOTENCY_ERRORS},
     summary="Create a user (admins)",
 )
 async def create_user(
-    data: AdminUserCreate, session: SessionDep, services: ServicesDep, _: AdminViewer
+    data: AdminUserCreate,
+    session: SessionDep,
+    services: ServicesDep,
+    _: AdminViewer,
+    _key: IdempotencyDep,
 ) -> Any:
     return await service.create_user(session, services.passwords, data)
 
