@@ -193,3 +193,33 @@ def drop_queued_jobs(pg: EmbeddedPostgres) -> int:
     if out != "1":
         return 0
     return int(psql(pg, "WITH d AS (DELETE FROM app.jobs RETURNING 1) SELECT count(*) FROM d;"))
+
+
+@dataclass(frozen=True)
+class ReadFixture:
+    """What the read scenarios need after seeding: a user to sign in as, published post ids."""
+
+    username: str
+    user_id: str
+    post_ids: list[str]
+    dropped_queued_jobs: int
+
+
+def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
+    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts."""
+    dropped = drop_queued_jobs(pg)
+    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
+    viewer = psql(
+        pg,
+        "SELECT u.username || '|' || u.id FROM app.users u "
+        "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
+    )
+    post_ids = psql(
+        pg,
+        "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
+        f"LIMIT {int(ids)};",
+    ).splitlines()
+    if not post_ids or "|" not in viewer:
+        raise BenchError("no published posts or no seeded user to sign in as")
+    username, user_id = viewer.split("|")
+    return ReadFixture(username, user_id, post_ids, dropped)

@@ -31,7 +31,7 @@ from bench.harness import results as res
 from bench.harness.base import API, BenchError, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
 from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, psql
+from bench.harness.pg import embedded_cluster, read_fixture
 from bench.harness.proc import source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import Server, add_server_args, new_secret, server_config
@@ -81,11 +81,6 @@ def _memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def _worker_pid(server: Server) -> int:
-    """The uvicorn process itself: one worker, no supervisor in between."""
-    return server.pid
-
-
 def _memory_runs(
     server: Server, load: Load, requests: int, rps: float, workdir: Path
 ) -> list[dict[str, Any]]:
@@ -104,7 +99,7 @@ def _memory_runs(
         )
         if result.non_2xx:
             raise BenchError(f"memory run {run}: {result.non_2xx} non-2xx replies")
-        memory = _memory_kib(_worker_pid(server))
+        memory = _memory_kib(server.pid)  # uvicorn itself: one worker, no supervisor
         say(f"memory run {run}: {result.requests:,} requests, {memory}")
         runs.append({"requests": result.requests, **memory})
     return runs
@@ -124,20 +119,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
         say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        seeded["dropped_queued_jobs"] = drop_queued_jobs(pg)
-        psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-        username = psql(
-            pg,
-            "SELECT username FROM app.users WHERE is_active AND NOT is_superuser "
-            "ORDER BY username LIMIT 1;",
-        )
-        ids = psql(
-            pg,
-            "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-            f"LIMIT {int(args.ids)};",
-        ).splitlines()
-        if not ids or not username:
-            raise BenchError("no published posts or no seeded user to sign in as")
+        fixture = read_fixture(pg, args.ids)
+        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
+        username, ids = fixture.username, fixture.post_ids
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with ld.serve_variants(RUNGS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:

@@ -25,10 +25,10 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, BenchError, say
+from bench.harness.base import API, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, get_ok, login, seed
 from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, psql
+from bench.harness.pg import embedded_cluster, read_fixture
 from bench.harness.proc import source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import add_server_args, new_secret, server_config
@@ -73,21 +73,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
         say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        seeded["dropped_queued_jobs"] = drop_queued_jobs(pg)
-        psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-        viewer = psql(
-            pg,
-            "SELECT u.username || '|' || u.id FROM app.users u "
-            "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
-        )
-        ids = psql(
-            pg,
-            "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-            f"LIMIT {int(args.ids)};",
-        ).splitlines()
-        if not ids or "|" not in viewer:
-            raise BenchError("no published posts or no seeded user to sign in as")
-        username, user_id = viewer.split("|")
+        fixture = read_fixture(pg, args.ids)
+        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
+        username, user_id, ids = fixture.username, fixture.user_id, fixture.post_ids
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with ld.serve_variants((KEEL, BARE), env, Path(tmp)) as servers:
             keel, bare = servers["keel"], servers["bare"]
