@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -45,6 +46,16 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def redis_test_url() -> str:
+    """A Redis database of this pytest-xdist worker's own: tests may FLUSHDB it.
+
+    Workers gw0, gw1, ... get databases 1, 2, ...; 0 is for prefixed keys only and 14 is
+    the benchmarks'.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return f"redis://127.0.0.1:6379/{1 + int(worker.removeprefix('gw'))}"
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "testing",
@@ -64,7 +75,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keel-data")
 
 
-TEMPLATE_DATABASE = "keel_template"
+# One template per pytest-xdist worker: workers may share an external server.
+TEMPLATE_DATABASE = f"keel_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +86,10 @@ def database_url() -> Iterator[str]:
     if external:
         url = Settings(_env_file=None, database_url=external).database_url
         assert url is not None
-        runner.upgrade(url)
+        # pytest-xdist workers share the external database: one migrates at a time.
+        with open(Path(tempfile.gettempdir()) / "keel-test-migrate.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            runner.upgrade(url)
         yield url
         return
     # Outside pytest's basetemp: another pytest session resets that tree to 0700,

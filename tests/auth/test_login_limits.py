@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from tests.auth.mailbox import mails, token_in
-from tests.conftest import make_settings, running
+from tests.conftest import make_settings, redis_test_url, running
 from tests.users.factory import PASSWORD, make_user
 
 LOGIN = "/api/v1/auth/login"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url()
 
 Login = Callable[[str, str], Awaitable[int]]
 

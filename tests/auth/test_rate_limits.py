@@ -11,10 +11,10 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.conftest import make_settings, running
+from tests.conftest import make_settings, redis_test_url, running
 from tests.users.factory import signed_in
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = redis_test_url()
 PUBLIC = "/api/v1/auth/verify/request"  # anonymous, cheap, and answers 202 either way
 
 

@@ -8,9 +8,16 @@ import asyncpg
 from httpx import AsyncClient
 
 from keel.migrations.runner import head_revision
-from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running, url_for_database
+from tests.conftest import (
+    MakeDatabase,
+    asyncpg_dsn,
+    make_settings,
+    redis_test_url,
+    running,
+    url_for_database,
+)
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_URL = redis_test_url()
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
 
 
