@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256
 
+    # --- deployment (deploy/gunicorn.conf.py, `keel check`) ----------------------
+    # gunicorn worker processes; unset: one per CPU (async workers, not the sync 2n+1 rule).
+    web_concurrency: Annotated[int, Field(ge=1, le=64)] | None = None
+    # A worker is recycled after this many requests (plus up to 10% jitter); 0: never.
+    max_requests_per_worker: Annotated[int, Field(ge=0)] = 10_000
+
     @field_validator("cors_origins", "allowed_hosts", "previous_secret_keys", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
