@@ -21,6 +21,7 @@ from keel.config import Settings, get_settings
 from keel.core import metrics
 from keel.core.db import Database, create_database, verify_server
 from keel.core.deps import Services, enforce_api_rate_limit
+from keel.core.docs import install_offline_docs
 from keel.core.embedded import EmbeddedPostgres
 from keel.core.errors import install_error_handlers
 from keel.core.logging import configure_logging
@@ -173,8 +174,8 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         version=version("keel"),
         summary="Accounts, posts, search and database insight on PostgreSQL 17+.",
         lifespan=lifespan,
-        docs_url="/docs" if settings.serves_docs else None,
-        redoc_url="/redoc" if settings.serves_docs else None,
+        docs_url=None,  # served offline by install_offline_docs, below
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.serves_docs else None,
         redirect_slashes=False,
         middleware=build_middleware(settings) if middleware else None,
@@ -187,6 +188,8 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     )
     install_error_handlers(app)
     install_problem_openapi(app)
+    if settings.serves_docs:
+        install_offline_docs(app, "/openapi.json")
     app.include_router(api_router())  # first: the API's hot routes match soonest
     app.include_router(health_router)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
