@@ -66,6 +66,7 @@ def test_a_sound_production_configuration_has_no_findings() -> None:
         ({"database_url": None}, 1, "database-url", "error"),
         ({"docs_enabled": True}, 1, "docs", "warning"),
         ({"metrics_token": None}, 1, "metrics-token", "warning"),
+        ({"db_pgbouncer": True}, 1, "pgbouncer", "error"),
     ],
 )
 def test_each_hazard_is_reported(

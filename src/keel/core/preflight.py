@@ -99,6 +99,16 @@ def check_settings(settings: Settings, workers: int) -> list[Finding]:
             )
         )
     found.extend(_check_database_url(settings.database_url))
+    if settings.db_pgbouncer and settings.database_direct_url is None:
+        found.append(
+            Finding(
+                "error",
+                "pgbouncer",
+                "DB_PGBOUNCER=true without DATABASE_DIRECT_URL: "
+                "the viewer-cache LISTEN needs a session, which transaction pooling "
+                "doesn't keep; give the server's own URL",
+            )
+        )
     return found
 
 
