@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
+from bench.harness.pgbouncer import pgbouncer
 from tests.conftest import asyncpg_dsn, make_settings, running
-from tests.deploy.pgbouncer import pgbouncer
 
 POSTS = "/api/v1/posts"
 PASSWORD = "correct horse battery staple"

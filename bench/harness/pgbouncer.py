@@ -1,4 +1,7 @@
-"""A real PgBouncer (Debian's /usr/sbin/pgbouncer) in front of the test server, per test."""
+"""A real PgBouncer (Debian's /usr/sbin/pgbouncer) in front of a Keel database.
+
+Shared by the `deploy` bench scenario and tests/deploy/test_pgbouncer.py.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,22 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from keel.core.embedded import PORT, _server_account
-from tests.deploy.support import free_port, wait_for
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _accepting(port: int) -> bool:
@@ -37,7 +47,7 @@ def pgbouncer(server_url: str, *, pool_size: int = 2) -> Iterator[str]:
     socket_dir = parsed.query.get("host")
     host = f"host={socket_dir} port={PORT}" if socket_dir else f"host={parsed.host}"
     root = Path(tempfile.mkdtemp(prefix="keel-pgbouncer-"))
-    port = free_port()
+    port = _free_port()
     (root / "users.txt").write_text(f'"{parsed.username}" ""\n')
     (root / "pgbouncer.ini").write_text(
         f"""[databases]
@@ -70,7 +80,12 @@ pidfile = {root}/pgbouncer.pid
         **kwargs,  # type: ignore[call-overload]
     )
     try:
-        wait_for(lambda: proc.poll() is None and _accepting(port), "pgbouncer", 30)
+        deadline = time.monotonic() + 30
+        while not _accepting(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = root / "pgbouncer.log"
+                raise RuntimeError(f"pgbouncer did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
         yield parsed.set(host="127.0.0.1", port=port, query={}).render_as_string(
             hide_password=False
         )
