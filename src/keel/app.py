@@ -18,7 +18,7 @@ from keel.auth.router import router as auth_router
 from keel.auth.service import load_viewer
 from keel.bulk.router import router as bulk_router
 from keel.config import Settings, get_settings
-from keel.core import metrics
+from keel.core import metrics, tracing
 from keel.core.db import Database, create_database, verify_server
 from keel.core.deps import Services, enforce_api_rate_limit
 from keel.core.docs import install_offline_docs
@@ -123,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await asyncio.to_thread(embedded.ensure_running)
     db = create_database(settings, url)
+    tracing.instrument_database(db.engine)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     pool_task: asyncio.Task[None] | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     """Build the app. `middleware=False` exists for the middleware-overhead benchmark."""
     settings = settings or get_settings()
     configure_logging(settings)
+    tracing.configure()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set
     app = FastAPI(
         title=settings.app_name,
         version=version("keel"),
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         per_process=settings.heavy_operations_per_process,
     )
     install_error_handlers(app)
+    tracing.instrument_app(app)
     install_problem_openapi(app)
     if settings.serves_docs:
         install_offline_docs(app, "/openapi.json")
