@@ -1,10 +1,14 @@
-"""Deployment choices priced on authenticated `GET /posts/{id}`: PgBouncer ÷ direct.
+"""Deployment choices priced on authenticated `GET /posts/{id}`: PgBouncer, tracing.
 
-Two Keel servers on one seeded database, measured in alternation (wrk, closed loop):
+Keel servers on one seeded database, measured in alternation (wrk, closed loop):
+- `direct`: production defaults, tracing off (no OTLP endpoint): the baseline;
 - `pgbouncer`: DATABASE_URL through a real PgBouncer (Debian's, transaction pooling,
-  a pool of DB_POOL_SIZE server connections) with DB_PGBOUNCER=true (statement caches
-  off: each read is parsed again, in the same round trip as its execution);
-- `direct`: the same server reached directly (the baseline), statement caches on.
+  a pool of `--pool` server connections) with DB_PGBOUNCER=true (statement caches off:
+  each read is parsed again, in the same round trip as its execution);
+- `otel_absent`: `direct` as if OpenTelemetry were not installed (`bench.apps.no_otel`
+  makes importing it fail): tracing off ÷ this, target ≥ 0.98;
+- `otel_on`: tracing on, every request sampled, exporting over OTLP/HTTP to a sink in
+  the bench process: tracing on ÷ off, reported.
 Production defaults otherwise. PgBouncer is not pinned to a core: on this 2-core machine it
 competes with the server and PostgreSQL, as it would on a shared host.
 """
@@ -24,6 +28,7 @@ from bench.harness import results as res
 from bench.harness.base import API, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
 from bench.harness.noise import noise_warning, settle
+from bench.harness.otlp import otlp_sink
 from bench.harness.pg import embedded_cluster, read_fixture
 from bench.harness.pgbouncer import pgbouncer
 from bench.harness.proc import source_tree
@@ -33,8 +38,14 @@ from bench.harness.wrk import Load, require_wrk
 
 NAME = "deploy"
 DIRECT = ld.Variant("direct", "keel.app:create_app", has_request_id=True)
-# (figure, measured key, baseline key, label)
-PAIRS = (("pgbouncer", "pgbouncer", "direct", "`GET /posts/{id}` via PgBouncer ÷ direct"),)
+ABSENT = ld.Variant("otel_absent", "bench.apps.no_otel:create_app", has_request_id=True)
+# (figure, measured key, baseline key, label, target or None)
+PAIRS = (
+    ("pgbouncer", "pgbouncer", "direct", "`GET /posts/{id}` via PgBouncer ÷ direct", None),
+    ("tracing_off", "direct", "otel_absent", "tracing off ÷ OpenTelemetry absent", 0.98),
+    ("tracing_on", "otel_on", "direct", "tracing on ÷ off (OTLP/HTTP, all sampled)", None),
+)
+KEYS = ("direct", "pgbouncer", "otel_absent", "otel_on")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
         fixture = read_fixture(pg, args.ids)
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
-        with pgbouncer(pg.url, pool_size=args.pool) as bouncer_url:
+        with pgbouncer(pg.url, pool_size=args.pool) as bouncer_url, otlp_sink() as otlp:
             bounced = ld.Variant(
                 "pgbouncer",
                 "keel.app:create_app",
@@ -74,21 +85,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 },
                 has_request_id=True,
             )
-            with ld.serve_variants((DIRECT, bounced), env, Path(tmp)) as servers:
+            traced = ld.Variant(
+                "otel_on",
+                "keel.app:create_app",
+                env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_SAMPLER": "always_on"},
+                has_request_id=True,
+            )
+            variants = (DIRECT, bounced, ABSENT, traced)
+            with ld.serve_variants(variants, env, Path(tmp)) as servers:
                 with httpx.Client(base_url=servers["direct"].url(), timeout=30) as client:
                     auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
                 paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
-                for variant in (DIRECT, bounced):
+                for variant in variants:
                     ld.check_reply(servers[variant.key], paths[0], auth, variant)
                 load = Load(f"{API}/posts/{{id}}", paths, auth)
-                measured = [ld.Measured(key, servers[key], load) for key in ("direct", "pgbouncer")]
+                measured = [ld.Measured(key, servers[key], load) for key in KEYS]
                 rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
     figures = {}
-    for figure, key, base, _ in PAIRS:
+    for figure, key, base, _, target in PAIRS:
         ratio = medians[key]["requests_per_sec"] / medians[base]["requests_per_sec"]
         figures[figure] = {
             "ratio": ratio,
+            "target": target,
+            "pass": None if target is None else ratio >= target,
             "us": ld.per_request_us(medians[key]["requests_per_sec"]),
             "baseline_us": ld.per_request_us(medians[base]["requests_per_sec"]),
             "statements_per_request": medians[key].get("statements_per_request"),
@@ -107,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rows(data: Mapping[str, Any]) -> list[list[str]]:
     rows = []
-    for figure, key, base, label in PAIRS:
+    for figure, key, base, label, target in PAIRS:
         f, m, b = data["figures"][figure], data["medians"][key], data["medians"][base]
         rows.append(
             [
@@ -115,12 +135,13 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
                 f"{m['requests_per_sec']:,.0f} ÷ {b['requests_per_sec']:,.0f} req/s = "
                 f"**{f['ratio']:.3f}**",
                 f"{f['us']:.0f} / {f['baseline_us']:.0f}",
+                "reported" if target is None else f"≥ {target}: {res.verdict(f['pass'])}",
             ]
         )
     return rows
 
 
-HEADER = ["figure", "ratio", "µs/req (measured / baseline)"]
+HEADER = ["figure", "ratio", "µs/req (measured / baseline)", "target"]
 
 
 def render(data: Mapping[str, Any]) -> str:
@@ -162,7 +183,13 @@ def table(results: Results) -> str:
 
 def headline(results: Results) -> list[list[str]]:
     data = next(iter(results.values()))
-    return [[label, f"{data['figures'][f]['ratio']:.2f}", "reported"] for f, _, _, label in PAIRS]
+    rows = []
+    for figure, _, _, label, target in PAIRS:
+        f = data["figures"].get(figure)
+        if f is not None:
+            verdict = "reported" if target is None else f"≥ {target} ({res.verdict(f['pass'])})"
+            rows.append([label, f"{f['ratio']:.2f}", verdict])
+    return rows
 
 
 SCENARIO = Scenario(
