@@ -1,8 +1,8 @@
 """deploy/postgres/: a throwaway server starts with both files and applies every line.
 
 The embedded server (PostgreSQL 18) stands in for 17: the file sets nothing 18-only. Only
-what depends on the machine is overridden after the include: port, socket, certificate
-paths and the memory sizes (the file's are for a 16 GB server). The embedded build has no
+what depends on the machine is overridden after the include: port, socket
+and the memory sizes (the file's are for a 16 GB server). The embedded build has no
 OpenSSL, so `ssl` itself is switched off here; the TLS settings are still parsed and checked.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ PASSWORD = secrets.token_urlsafe(16)
 # The only complaint allowed: hostssl lines can't match on a build without OpenSSL.
 NO_SSL_BUILD = "SSL is not supported by this build"
 OVERRIDDEN = {
-    *("listen_addresses", "port", "ssl_cert_file", "ssl_key_file", "shared_buffers"),
+    *("listen_addresses", "port", "shared_buffers"),
     *("effective_cache_size", "maintenance_work_mem", "huge_pages", "ssl"),
 }
 
@@ -52,19 +51,6 @@ def server() -> Iterator[tuple[int, Path]]:
     _own(pwfile, 0o600)
     initdb = [str(bin_path("initdb")), "-D", str(pgdata), "-U", "postgres", "--no-locale"]
     _run([*initdb, f"--pwfile={pwfile}", "--auth=scram-sha-256"], as_server=True, cwd=root)
-    # A self-signed pair where the file expects /etc/postgresql/tls/.
-    subprocess.run(  # noqa: S603
-        [
-            shutil.which("openssl") or "openssl",
-            *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-            *("-nodes", "-days", "1", "-subj", "/CN=localhost"),
-            *("-keyout", str(pgdata / "server.key"), "-out", str(pgdata / "server.crt")),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    _own(pgdata / "server.key", 0o600)
-    _own(pgdata / "server.crt", 0o644)
     for name in ("postgresql.conf", "pg_hba.conf"):
         shutil.copy(DEPLOY / "postgres" / name, pgdata / f"deploy-{name}")
         _own(pgdata / f"deploy-{name}", 0o600)
@@ -75,8 +61,6 @@ hba_file = '{pgdata}/deploy-pg_hba.conf'
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{sockets}'
-ssl_cert_file = 'server.crt'
-ssl_key_file = 'server.key'
 shared_buffers = '128MB'
 effective_cache_size = '1GB'
 maintenance_work_mem = '64MB'
