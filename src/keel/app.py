@@ -18,9 +18,10 @@ from keel.auth.router import router as auth_router
 from keel.auth.service import load_viewer
 from keel.bulk.router import router as bulk_router
 from keel.config import Settings, get_settings
-from keel.core import metrics
+from keel.core import metrics, tracing
 from keel.core.db import Database, create_database, verify_server
 from keel.core.deps import Services, enforce_api_rate_limit
+from keel.core.docs import install_offline_docs
 from keel.core.embedded import EmbeddedPostgres
 from keel.core.errors import install_error_handlers
 from keel.core.logging import configure_logging
@@ -122,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await asyncio.to_thread(embedded.ensure_running)
     db = create_database(settings, url)
+    tracing.instrument_database(db.engine)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     pool_task: asyncio.Task[None] | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -168,13 +170,14 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     """Build the app. `middleware=False` exists for the middleware-overhead benchmark."""
     settings = settings or get_settings()
     configure_logging(settings)
+    tracing.configure()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set
     app = FastAPI(
         title=settings.app_name,
         version=version("keel"),
         summary="Accounts, posts, search and database insight on PostgreSQL 17+.",
         lifespan=lifespan,
-        docs_url="/docs" if settings.serves_docs else None,
-        redoc_url="/redoc" if settings.serves_docs else None,
+        docs_url=None,  # served offline by install_offline_docs, below
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.serves_docs else None,
         redirect_slashes=False,
         middleware=build_middleware(settings) if middleware else None,
@@ -186,7 +189,10 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         per_process=settings.heavy_operations_per_process,
     )
     install_error_handlers(app)
+    tracing.instrument_app(app)
     install_problem_openapi(app)
+    if settings.serves_docs:
+        install_offline_docs(app, "/openapi.json")
     app.include_router(api_router())  # first: the API's hot routes match soonest
     app.include_router(health_router)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -188,6 +188,19 @@ class Settings(BaseSettings):
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256
 
+    # --- deployment (deploy/gunicorn.conf.py, `keel check`) ----------------------
+    # gunicorn worker processes; unset: one per CPU (async workers, not the sync 2n+1 rule).
+    web_concurrency: Annotated[int, Field(ge=1, le=64)] | None = None
+    # A worker is recycled after this many requests (plus up to 10% jitter); 0: never.
+    max_requests_per_worker: Annotated[int, Field(ge=0)] = 10_000
+    # DATABASE_URL points at PgBouncer in transaction pooling mode: asyncpg's and
+    # SQLAlchemy's prepared-statement caches are off (PgBouncer < 1.21 can't keep named
+    # statements), and no startup parameters beyond application_name are sent (set
+    # statement_timeout and jit on the role instead). README "Deploying: PgBouncer".
+    db_pgbouncer: bool = False
+    # The server itself, bypassing PgBouncer: the viewer-cache LISTEN needs a session.
+    database_direct_url: str | None = None
+
     @field_validator("cors_origins", "allowed_hosts", "previous_secret_keys", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -195,7 +208,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
         if not value:

@@ -13,6 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from structlog.testing import capture_logs
 
 from keel.app import create_app
+from keel.core.docs import DOCS_CSP
 from keel.core.logging import add_request_id
 from tests.conftest import make_settings
 
@@ -74,10 +75,11 @@ async def test_hsts_forced_by_setting(bare_settings: dict[str, Any]) -> None:
     assert "strict-transport-security" in response.headers
 
 
-async def test_docs_page_has_no_api_csp(client: AsyncClient) -> None:
+async def test_docs_page_has_its_own_csp_not_the_apis(client: AsyncClient) -> None:
     response = await client.get("/docs")
     assert response.status_code == 200
-    assert "content-security-policy" not in response.headers
+    # One policy: the docs' self-only one (tests/core/test_docs.py), not `default-src 'none'`.
+    assert response.headers.get_list("content-security-policy") == [DOCS_CSP]
 
 
 async def test_gzip_for_large_responses(client: AsyncClient) -> None:

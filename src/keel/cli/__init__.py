@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from keel.cli import data
+from keel.cli import check, data
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
@@ -256,6 +256,7 @@ app.command("seed")(data.seed_command)
 app.add_typer(data.import_app, name="import")
 app.command("worker")(data.worker_command)
 app.add_typer(data.embeddings_app, name="embeddings")
+app.command("check")(check.check_command)
 
 
 def main() -> None:

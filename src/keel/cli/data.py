@@ -13,6 +13,7 @@ from keel.bulk.schemas import ImportReport, Kind, OnConflict
 from keel.bulk.service import ImportOptions, ImportRejected
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings
+from keel.core import tracing
 from keel.core.db import create_database
 from keel.core.errors import KeelError
 from keel.core.logging import configure_logging
@@ -161,6 +162,7 @@ def worker_command(
     """
     settings = load_settings()
     configure_logging(settings)
+    tracing.configure()  # job spans, with OTEL_EXPORTER_OTLP_ENDPOINT set
     with database_url(settings, supervise=not drain) as url:
         done = asyncio.run(_work(settings, url, drain=drain))
     typer.echo(f"jobs done: {done}")

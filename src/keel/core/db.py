@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
+from uuid import uuid4
 
 import asyncpg
 from fastapi import Depends, Request
@@ -75,8 +76,10 @@ class ReadPool:
         acquire_timeout: float,
         connect_timeout: float,
         server_settings: Mapping[str, str],
+        statement_cache_size: int = 100,
     ) -> None:
         self._dsn = dsn
+        self._statement_cache_size = statement_cache_size  # 0 behind PgBouncer
         self._size = size
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
@@ -90,6 +93,7 @@ class ReadPool:
             max_size=self._size,
             reset=_keep_session_state,
             timeout=self._connect_timeout,
+            statement_cache_size=self._statement_cache_size,
             server_settings=self._server_settings,
         )
 
@@ -167,17 +171,51 @@ class Database:
 
 
 def asyncpg_dsn(url: str) -> str:
-    """The libpq-style URL asyncpg takes, from a SQLAlchemy URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The libpq-style URL asyncpg takes, from a SQLAlchemy URL.
+
+    `?ssl=` (what SQLAlchemy's asyncpg dialect reads) becomes `?sslmode=` (what asyncpg's
+    DSN parser reads; it would send an unknown `ssl` to the server as a setting).
+    """
+    parsed = make_url(url).set(drivername="postgresql")
+    if "ssl" in parsed.query:
+        query = dict(parsed.query)
+        query["sslmode"] = query.pop("ssl")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
+def pgbouncer_connect_args() -> dict[str, Any]:
+    """asyncpg arguments for PgBouncer's transaction pooling (before 1.21's statement support).
+
+    No statement cache: a named statement prepared on one server connection is unknown to
+    the next one PgBouncer hands out. asyncpg then parses each query unnamed, in the same
+    Sync as its execution, so one server sees both. SQLAlchemy's `prepare()` names get a
+    unique suffix so two clients never collide on one server.
+    """
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__keel_{uuid4().hex}__",
+    }
 
 
 def create_database(settings: Settings, url: str) -> Database:
     """Build the engine and read pool: explicit pool sizes, JIT off, an application_name."""
-    server_settings = {"application_name": settings.app_name.lower(), "jit": "off"}
-    if settings.db_statement_timeout_ms:
-        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    server_settings = {"application_name": settings.app_name.lower()}
+    connect_args: dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    engine_url = url
+    if settings.db_pgbouncer:  # PgBouncer refuses other startup parameters
+        connect_args |= pgbouncer_connect_args()
+        engine_url = (
+            make_url(url)
+            .update_query_dict({"prepared_statement_cache_size": "0"})
+            .render_as_string(hide_password=False)
+        )
+    else:
+        server_settings["jit"] = "off"
+        if settings.db_statement_timeout_ms:
+            server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
     engine = create_async_engine(
-        url,
+        engine_url,
         poolclass=AsyncAdaptedQueuePool,
         pool_size=settings.db_pool_size,
         max_overflow=0,
@@ -185,7 +223,7 @@ def create_database(settings: Settings, url: str) -> Database:
         pool_pre_ping=False,  # a dead connection is found on use; see the module docstring
         pool_recycle=settings.db_pool_recycle,
         hide_parameters=True,  # errors must never carry values such as password hashes
-        connect_args={"server_settings": server_settings, "timeout": settings.db_connect_timeout},
+        connect_args={"server_settings": server_settings, **connect_args},
     )
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     viewers = ViewerCache(
@@ -202,13 +240,18 @@ def create_database(settings: Settings, url: str) -> Database:
             autocommit, class_=AsyncSession, expire_on_commit=False, info=info
         ),
         viewers=viewers,
-        listener=InvalidationListener(dsn, viewers, connect_timeout=settings.db_connect_timeout),
+        listener=InvalidationListener(
+            asyncpg_dsn(settings.database_direct_url) if settings.database_direct_url else dsn,
+            viewers,
+            connect_timeout=settings.db_connect_timeout,
+        ),
         reads=ReadPool(
             dsn,
             size=settings.db_read_pool_size,
             acquire_timeout=settings.db_pool_timeout,
             connect_timeout=settings.db_connect_timeout,
             server_settings=server_settings,
+            statement_cache_size=0 if settings.db_pgbouncer else 100,
         ),
     )
     database.listener.on_lost = database.drop_idle_connections

@@ -11,6 +11,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from keel.config import Settings
+from keel.core import tracing
 from keel.core.context import current_request_id
 
 
@@ -19,6 +20,14 @@ def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     request_id = current_request_id()
     if request_id is not None:
         event.setdefault("request_id", request_id)
+    return event
+
+
+def add_trace_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Processor: the current span's trace and span ids (OpenTelemetry, when tracing is on)."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
     return event
 
 
@@ -56,6 +65,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     # through these processors and the same renderer: one shape for a log pipeline.
     shared: list[Processor] = [
         add_request_id,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_logger_name,

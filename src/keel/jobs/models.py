@@ -52,5 +52,17 @@ class Job(SQLModel, table=True):
     locked_at: datetime | None = Field(default=None, sa_column=optional_timestamp_column())
     locked_by: str | None = Field(default=None, sa_column=Column(Text))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # W3C traceparent of the span that queued the job (migration 0011); rows inserted by
+    # triggers take it from the transaction's `keel.trace_parent` setting.
+    trace_parent: str | None = Field(
+        default=None,
+        sa_column=Column(
+            Text,
+            # As PostgreSQL spells it back, so autogenerate sees no difference.
+            server_default=text(
+                "NULLIF(current_setting('keel.trace_parent'::text, true), ''::text)"
+            ),
+        ),
+    )
     created_at: datetime | None = Field(default=None, sa_column=created_at_column())
     updated_at: datetime | None = Field(default=None, sa_column=updated_at_column())

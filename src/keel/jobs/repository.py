@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from keel.core import tracing
 from keel.core.ids import uuid7
 from keel.jobs.models import Job, JobStatus
 
@@ -26,12 +27,19 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
+    trace_parent: str | None = None  # the span that queued it (OpenTelemetry)
 
 
 async def enqueue(
     session: AsyncSession, kind: str, payload: dict[str, Any], *, max_attempts: int = 5
 ) -> UUID:
-    job = Job(id=uuid7(), kind=kind, payload=payload, max_attempts=max_attempts)
+    job = Job(
+        id=uuid7(),
+        kind=kind,
+        payload=payload,
+        max_attempts=max_attempts,
+        trace_parent=tracing.current_traceparent(),
+    )
     session.add(job)
     await session.flush()
     return job.id
@@ -40,7 +48,11 @@ async def enqueue(
 async def enqueue_many(
     session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *, max_attempts: int = 5
 ) -> list[UUID]:
-    jobs = [Job(id=uuid7(), kind=kind, payload=p, max_attempts=max_attempts) for p in payloads]
+    trace_parent = tracing.current_traceparent()
+    jobs = [
+        Job(id=uuid7(), kind=kind, payload=p, max_attempts=max_attempts, trace_parent=trace_parent)
+        for p in payloads
+    ]
     session.add_all(jobs)
     await session.flush()
     return [job.id for job in jobs]
@@ -57,7 +69,7 @@ _CLAIM = text(
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, kind, payload, attempts, max_attempts
+    RETURNING id, kind, payload, attempts, max_attempts, trace_parent
     """
 )
 
@@ -72,6 +84,7 @@ async def claim(session: AsyncSession, worker: str, limit: int) -> list[ClaimedJ
             payload=row.payload if isinstance(row.payload, dict) else orjson.loads(row.payload),
             attempts=row.attempts,
             max_attempts=row.max_attempts,
+            trace_parent=row.trace_parent,
         )
         for row in rows
     ]

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.core import tracing
 from keel.core.db import Database
 from keel.jobs import repository
 from keel.jobs.models import JobStatus
@@ -164,6 +165,11 @@ class Worker:
         return not task.cancelled()
 
     async def _handle(self, run: JobRun) -> None:
+        job = run.job
+        with tracing.job_span(job.kind, job.id, job.trace_parent):
+            await self._handle_traced(run)
+
+    async def _handle_traced(self, run: JobRun) -> None:
         job = run.job
         handler = self.handlers.get(job.kind)
         try:
