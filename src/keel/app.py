@@ -36,6 +36,8 @@ from keel.core.openapi import install_problem_openapi
 from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
+from keel.insight.pg import snapshots as insight_snapshots
+from keel.insight.pg.router import router as insight_db_router
 from keel.insight.router import router as insight_router
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
@@ -94,6 +96,7 @@ def api_router() -> APIRouter:
     router.include_router(search_router)
     router.include_router(documents_router)
     router.include_router(insight_router)
+    router.include_router(insight_db_router)
     router.include_router(bulk_router)
     router.include_router(jobs_router)
     return router
@@ -134,9 +137,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await _start_services(app, settings, db, redis)
         pool_task = asyncio.create_task(_publish_pool_metrics(app))
         if settings.worker_enabled:
-            worker_task = asyncio.create_task(
-                worker_for(settings, db, services.embedder).run(worker_stop)
-            )
+            worker = worker_for(settings, db, services.embedder)
+            worker.handlers.update(insight_snapshots.handlers(settings))
+            async with db.sessionmaker() as session, session.begin():
+                await insight_snapshots.ensure_scheduled(session, settings)
+            worker_task = asyncio.create_task(worker.run(worker_stop))
         log.info("startup", environment=settings.environment, postgres=server_version)
         yield
     finally:
