@@ -164,7 +164,7 @@ async def test_blocked_query_shows_in_the_blocking_tree(
 
         roots = await until(tree)
         assert [r["pid"] for r in roots] == [holder_pid]
-        [child] = roots[0]["blocked"]  # type: ignore[misc]
+        [child] = roots[0]["blocked"]
         assert child["pid"] == waiter_pid
         assert "UPDATE app.locked" in child["query"]
         overview = await get(client, admin, "/overview")
