@@ -37,6 +37,7 @@ from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
 from keel.insight.pg import snapshots as insight_snapshots
+from keel.insight.pg.metrics import DbMetrics
 from keel.insight.pg.router import router as insight_db_router
 from keel.insight.router import router as insight_router
 from keel.jobs.router import router as jobs_router
@@ -197,4 +198,5 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     endpoint = metrics.guarded_endpoint(token, required=settings.is_production)
     app.add_route("/metrics", endpoint, include_in_schema=False)
+    app.state.metrics_hooks = [DbMetrics(settings).hook] if settings.insight_metrics_enabled else []
     return app

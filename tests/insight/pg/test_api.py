@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import pytest
@@ -265,3 +266,21 @@ async def test_reports_answer_on_this_server(client: AsyncClient, admin: dict[st
     assert (await client.post(f"{DB}/queries/reset", headers=admin)).status_code == 204
     for path in ("/space", "/maintenance", "/queries"):
         await get(client, admin, path)
+
+
+async def test_inactive_replication_slot_is_reported(
+    db_session: AsyncSession, client: AsyncClient, admin: dict[str, str]
+) -> None:
+    slot = f"insight_test_{uuid.uuid4().hex[:8]}"  # slots are cluster-wide: a unique name
+    await db_session.execute(
+        text("SELECT pg_create_physical_replication_slot(:slot, true)"), {"slot": slot}
+    )
+    try:
+        overview = await get(client, admin, "/overview")
+        slots = check(overview, "replication_slots")
+        assert slots["status"] == "warning"
+        assert slot in {d["slot_name"] for d in slots["details"]}
+        listed = (await get(client, admin, "/replication"))["slots"]
+        assert next(s for s in listed if s["slot_name"] == slot)["active"] is False
+    finally:
+        await db_session.execute(text("SELECT pg_drop_replication_slot(:slot)"), {"slot": slot})

@@ -234,3 +234,32 @@ RESET_QUERY_STATS = text(
     "SELECT pg_stat_statements_reset(0, "
     "(SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
 )
+
+# Everything /metrics reports, in one round trip (no pg_database_size: it stats every file).
+METRICS = text(
+    """
+    SELECT
+      (SELECT coalesce(json_object_agg(state, n), '{}')
+       FROM (SELECT coalesce(state, 'unknown') AS state, count(*) AS n FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND datname = current_database()
+             GROUP BY 1) s) AS connections,
+      (SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8
+       FROM pg_stat_activity
+       WHERE datname = current_database() AND backend_type = 'client backend'
+         AND pid <> pg_backend_pid()) AS longest_transaction_seconds,
+      (SELECT count(*) FROM pg_stat_activity
+       WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0)::int
+         AS blocked,
+      d.deadlocks::bigint AS deadlocks, d.temp_bytes::bigint AS temp_bytes,
+      d.blks_hit::bigint AS blocks_hit, d.blks_read::bigint AS blocks_read,
+      age(db.datfrozenxid)::bigint AS xid_age, mxid_age(db.datminmxid)::bigint AS mxid_age,
+      CASE WHEN pg_is_in_recovery() THEN '[]'::json ELSE
+        (SELECT coalesce(json_agg(json_build_object(
+            'name', coalesce(nullif(application_name, ''), client_addr::text, pid::text),
+            'seconds', coalesce(extract(epoch FROM replay_lag), 0),
+            'bytes', coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0))), '[]')
+         FROM pg_stat_replication) END AS replicas
+    FROM pg_stat_database d JOIN pg_database db ON db.datname = d.datname
+    WHERE d.datname = current_database()
+    """
+)
