@@ -40,6 +40,8 @@ from keel.insight.pg import snapshots as insight_snapshots
 from keel.insight.pg.metrics import DbMetrics
 from keel.insight.pg.router import router as insight_db_router
 from keel.insight.router import router as insight_router
+from keel.insight.web.router import router as dashboard_router
+from keel.insight.web.router import static as dashboard_static
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
@@ -195,6 +197,8 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
     install_problem_openapi(app)
     app.include_router(api_router())  # first: the API's hot routes match soonest
     app.include_router(health_router)
+    app.mount("/admin/db/static", dashboard_static, name="dashboard-static")
+    app.include_router(dashboard_router)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     endpoint = metrics.guarded_endpoint(token, required=settings.is_production)
     app.add_route("/metrics", endpoint, include_in_schema=False)

@@ -53,7 +53,7 @@ class QueryOrder(StrEnum):
 class QueriesReport(BaseModel):
     available: bool = Field(description="pg_stat_statements is installed in this database.")
     order: QueryOrder
-    queries: Rows
+    queries: Rows = Field(description="`queryid` is text: 64 bits don't fit a JSON number.")
     snapshots: int = Field(description="History snapshots stored.")
     latest_snapshot: datetime | None
 
@@ -66,7 +66,7 @@ class HistoryPoint(BaseModel):
 
 
 class QueryHistory(BaseModel):
-    queryid: int
+    queryid: str = Field(description="As text: a 64-bit id loses digits as a JSON number.")
     query: str | None
     points: list[HistoryPoint]
 

@@ -206,7 +206,7 @@ async def query_history(
         )
         previous = snap
     return QueryHistory(
-        queryid=queryid, query=snapshots[-1]["query"] if snapshots else None, points=points
+        queryid=str(queryid), query=snapshots[-1]["query"] if snapshots else None, points=points
     )
 
 

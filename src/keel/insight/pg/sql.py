@@ -205,7 +205,7 @@ def query_stats(order: str) -> TextClause:
     column = QUERY_ORDER[order]
     return text(
         f"""
-        SELECT s.queryid, s.calls::bigint AS calls, s.rows::bigint AS rows,
+        SELECT s.queryid::text AS queryid, s.calls::bigint AS calls, s.rows::bigint AS rows,
                s.total_exec_time::float8 AS total_ms, s.mean_exec_time::float8 AS mean_ms,
                s.max_exec_time::float8 AS max_ms, s.stddev_exec_time::float8 AS stddev_ms,
                CASE WHEN s.shared_blks_hit + s.shared_blks_read = 0 THEN NULL
