@@ -49,7 +49,9 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    for _ in range(600):  # up to 30 s
+        if server.started:
+            break
         await asyncio.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -77,7 +79,7 @@ async def test_dashboard_in_chromium(
     tmp_path: Path,
 ) -> None:
     shots = Path(os.environ.get("KEEL_SCREENSHOTS_DIR") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     admin = await make_user(app, db_session, admin=True)
     user = await make_user(app, db_session)
     # Problems to find: an invalid index (a failed CREATE INDEX CONCURRENTLY), a sequence
