@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from keel.insight.pg import service, snapshots
 from keel.insight.pg.schemas import SignalAction
 from keel.insight.pg.service import InsightConfig
 from keel.jobs.worker import Worker
+from tests.conftest import make_settings, running
 from tests.insight.pg.conftest import DB, Connect, check, get, until
 from tests.users.factory import as_viewer, make_user, signed_in
 
@@ -284,3 +286,28 @@ async def test_inactive_replication_slot_is_reported(
         assert next(s for s in listed if s["slot_name"] == slot)["active"] is False
     finally:
         await db_session.execute(text("SELECT pg_drop_replication_slot(:slot)"), {"slot": slot})
+
+
+async def test_a_server_with_a_worker_starts_the_periodic_snapshots(
+    test_database_url: str, data_dir: Path, connect: Connect
+) -> None:
+    settings = make_settings(
+        test_database_url, data_dir, worker_enabled=True, worker_poll_seconds=0.1
+    )
+    conn = await connect()
+    async with running(settings), running(settings):  # two processes: still one chain
+
+        async def next_run() -> list[asyncpg.Record]:
+            taken = await conn.fetchval("SELECT count(*) FROM app.insight_space_snapshots")
+            queued: list[asyncpg.Record] = await conn.fetch(
+                "SELECT run_at - now() AS wait FROM app.jobs "
+                "WHERE kind = 'insight_snapshot' AND status = 'queued'"
+            )
+            return queued if taken and queued else []
+
+        [queued] = await until(next_run)
+        assert queued["wait"].total_seconds() > 60 * 14  # the next one, 15 minutes on
+    snapshots_taken = await conn.fetchval(
+        "SELECT count(DISTINCT captured_at) FROM app.insight_space_snapshots"
+    )
+    assert snapshots_taken == 1
