@@ -18,7 +18,7 @@ from keel.insight.pg import service, snapshots
 from keel.insight.pg.schemas import SignalAction
 from keel.insight.pg.service import InsightConfig
 from keel.jobs.worker import Worker
-from tests.conftest import make_settings, running
+from tests.conftest import asyncpg_dsn, make_settings, running, url_for_database
 from tests.insight.pg.conftest import DB, Connect, check, get, until
 from tests.users.factory import as_viewer, make_user, signed_in
 
@@ -122,8 +122,6 @@ async def test_signals_stay_inside_keels_database(
     admin: dict[str, str],
     database_url: str,
 ) -> None:
-    from tests.conftest import asyncpg_dsn, url_for_database
-
     other = await asyncpg.connect(asyncpg_dsn(url_for_database(database_url, "postgres")))
     try:
         pid = await other.fetchval("SELECT pg_backend_pid()")

@@ -58,11 +58,20 @@ class DbMetrics:
         self.timeout_ms = settings.insight_metrics_timeout_ms
         self.collected_at = float("-inf")
         self.lock = asyncio.Lock()
+        self.lock_loop: asyncio.AbstractEventLoop | None = None
+        self.pending: set[asyncio.Future[None]] = set()
+
+    def _lock(self) -> asyncio.Lock:
+        # One per event loop: an app may be served by several loops in turn (tests).
+        loop = asyncio.get_running_loop()
+        if self.lock_loop is not loop:
+            self.lock, self.lock_loop = asyncio.Lock(), loop
+        return self.lock
 
     async def refresh(self, database: Database | None) -> None:
         if database is None or time.monotonic() - self.collected_at < self.cache_seconds:
             return
-        async with self.lock:
+        async with self._lock():
             if time.monotonic() - self.collected_at < self.cache_seconds:
                 return  # another scrape collected while this one waited
             started = time.perf_counter()
@@ -70,11 +79,11 @@ class DbMetrics:
                 figures = await asyncio.wait_for(
                     self._collect(database), timeout=self.timeout_ms / 1000
                 )
+                publish(figures)
             except Exception as exc:  # never fail the scrape
                 UP.set(0)
                 log.warning("insight.metrics_failed", error=type(exc).__name__)
             else:
-                publish(figures)
                 UP.set(1)
             finally:
                 # Failures are cached too: a down database is not asked again every scrape.
@@ -87,9 +96,21 @@ class DbMetrics:
             return await repository.one(session, sql.METRICS)
 
     def hook(self, request: Request) -> None:
-        """For the /metrics endpoint, which runs in a worker thread: refresh on the loop."""
+        """For the /metrics endpoint: refresh on the event loop before the text is made.
+
+        The endpoint runs in a worker thread (it is sync), which waits for the refresh. Were
+        it ever called on the loop itself, it can't wait: the refresh then serves the next
+        scrape.
+        """
         database = getattr(request.app.state, "db", None)
-        anyio.from_thread.run(self.refresh, database)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            anyio.from_thread.run(self.refresh, database)
+            return
+        task = asyncio.ensure_future(self.refresh(database))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
 
 def _decoded(value: Any) -> Any:
