@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
@@ -107,9 +108,13 @@ async def test_idle_transaction_is_listed_then_terminated(
     backend = await until(listed)
     assert backend["state"] == "idle in transaction"
     assert backend["transaction_seconds"] >= 0
-    response = await client.post(f"{DB}/activity/{pid}/terminate", headers=admin)
+    with structlog.testing.capture_logs() as logs:
+        response = await client.post(f"{DB}/activity/{pid}/terminate", headers=admin)
     assert response.status_code == 200, response.text
     assert response.json() == {"pid": pid, "action": "terminate", "signalled": True}
+    me = (await client.get("/api/v1/users/me", headers=admin)).json()["id"]
+    audit = [e for e in logs if e["event"] == "insight.backend_terminate"]
+    assert [(a["admin_id"], a["pid"], a["log_level"]) for a in audit] == [(me, pid, "warning")]
     with pytest.raises((asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
         await idle.execute("SELECT 1")
     assert await listed() is None

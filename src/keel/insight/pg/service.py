@@ -32,7 +32,12 @@ from keel.insight.pg.schemas import (
     worst,
 )
 
-log = structlog.get_logger("keel.insight.audit")
+
+def audit(event: str, **fields: Any) -> None:
+    """One audit line per admin action. A fresh logger each time (actions are rare): it
+    follows the logging configuration of the moment, never a cached one."""
+    structlog.get_logger("keel.insight.audit").warning(event, **fields)
+
 
 MIN_VERSION_NUM = 170000  # pg_stat_checkpointer, pg_stat_io's layout, last_idx_scan
 PG18 = 180000
@@ -218,7 +223,7 @@ async def reset_query_stats(session: AsyncSession, config: InsightConfig, admin:
         await repository.reset_query_stats(session)
     except DBAPIError as exc:
         raise _privilege_error(exc, "EXECUTE on pg_stat_statements_reset") from exc
-    log.warning("insight.query_stats_reset", admin_id=str(admin.user_id), database=info.database)
+    audit("insight.query_stats_reset", admin_id=str(admin.user_id), database=info.database)
 
 
 def _privilege_error(exc: DBAPIError, needed: str) -> Exception:
@@ -283,7 +288,7 @@ async def signal(
             done = await repository.terminate_backend(session, pid, TERMINATE_WAIT_MS)
     except DBAPIError as exc:
         raise _privilege_error(exc, "the pg_signal_backend role") from exc
-    log.warning(
+    audit(
         f"insight.backend_{action.value}",
         admin_id=str(admin.user_id),
         pid=pid,
