@@ -19,10 +19,12 @@ async def test_reports_print_and_exit_by_overview_status(
     env = keel_env(tmp_path, DATABASE_URL=test_database_url)
     for report in REPORTS:
         result = run_keel(tmp_path, "db", "insight", report, env=env)
-        assert result.returncode == 0, (report, result.stderr)
+        # Some checks see the whole cluster (connections, slots), shared with other tests.
+        assert result.returncode in (0, 2), (report, result.stderr)
         assert result.stdout.strip(), report
     overview = run_keel(tmp_path, "db", "insight", "overview", "--json", env=env)
-    assert json.loads(overview.stdout)["status"] in {"ok", "warning"}
+    status = json.loads(overview.stdout)["status"]
+    assert overview.returncode == (2 if status == "critical" else 0)
 
     conn = await asyncpg.connect(asyncpg_dsn(test_database_url))
     try:

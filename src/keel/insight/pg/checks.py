@@ -221,16 +221,18 @@ def replication_slots(slots: list[dict[str, Any]], warning_bytes: int) -> Check:
 def checkpoints(timed: int, requested: int) -> Check:
     total = timed + requested
     ratio = requested / total if total else 0.0
-    status = graded(ratio, 0.2, 0.5) if total >= MIN_CHECKPOINTS else Status.ok
+    # Tuning advice, never critical: CHECKPOINT, CREATE/DROP DATABASE and base backups
+    # count as requested too, so a high ratio is not always WAL pressure.
+    status = graded(ratio, 0.2, float("inf")) if total >= MIN_CHECKPOINTS else Status.ok
     return Check(
         name="checkpoints",
         title="Requested vs timed checkpoints",
         status=status,
         value=round(ratio, 4),
         unit="ratio requested",
-        threshold=f"warning >= 20%, critical >= 50% requested (judged after {MIN_CHECKPOINTS} "
-        "checkpoints)",
+        threshold=f"warning >= 20% requested (judged after {MIN_CHECKPOINTS} checkpoints)",
         advice="Checkpoints come on schedule."
         if status is Status.ok
-        else "WAL fills up before checkpoint_timeout: raise max_wal_size.",
+        else "WAL fills up before checkpoint_timeout (or CHECKPOINT runs often): raise "
+        "max_wal_size.",
     )
