@@ -23,6 +23,7 @@ NAMES = (
     "embeddings",
     "vectors",
     "deploy",
+    "insight",
 )
 
 

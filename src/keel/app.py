@@ -37,7 +37,12 @@ from keel.core.openapi import install_problem_openapi
 from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
+from keel.insight.pg import snapshots as insight_snapshots
+from keel.insight.pg.metrics import DbMetrics
+from keel.insight.pg.router import router as insight_db_router
 from keel.insight.router import router as insight_router
+from keel.insight.web.router import router as dashboard_router
+from keel.insight.web.router import static as dashboard_static
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
@@ -95,6 +100,7 @@ def api_router() -> APIRouter:
     router.include_router(search_router)
     router.include_router(documents_router)
     router.include_router(insight_router)
+    router.include_router(insight_db_router)
     router.include_router(bulk_router)
     router.include_router(jobs_router)
     return router
@@ -136,9 +142,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await _start_services(app, settings, db, redis)
         pool_task = asyncio.create_task(_publish_pool_metrics(app))
         if settings.worker_enabled:
-            worker_task = asyncio.create_task(
-                worker_for(settings, db, services.embedder).run(worker_stop)
-            )
+            worker = worker_for(settings, db, services.embedder)
+            worker.handlers.update(insight_snapshots.handlers(settings))
+            async with db.sessionmaker() as session, session.begin():
+                await insight_snapshots.ensure_scheduled(session, settings)
+            worker_task = asyncio.create_task(worker.run(worker_stop))
         log.info("startup", environment=settings.environment, postgres=server_version)
         yield
     finally:
@@ -195,7 +203,10 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         install_offline_docs(app, "/openapi.json")
     app.include_router(api_router())  # first: the API's hot routes match soonest
     app.include_router(health_router)
+    app.mount("/admin/db/static", dashboard_static, name="dashboard-static")
+    app.include_router(dashboard_router)
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     endpoint = metrics.guarded_endpoint(token, required=settings.is_production)
     app.add_route("/metrics", endpoint, include_in_schema=False)
+    app.state.metrics_hooks = [DbMetrics(settings).hook] if settings.insight_metrics_enabled else []
     return app

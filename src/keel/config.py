@@ -184,6 +184,28 @@ class Settings(BaseSettings):
     # Parallel workers per Gather for the daily stats (SET LOCAL, that transaction only).
     stats_parallel_workers: Annotated[int, Field(ge=0, le=64)] = 4
 
+    # --- database insight (`/api/v1/admin/db/*`, `/admin/db`, `keel db insight`) ----
+    # Every insight statement runs under this statement_timeout (SET LOCAL).
+    insight_statement_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 3000
+    # Overview thresholds: a query running, or a transaction idle, longer than these.
+    insight_long_query_seconds: Annotated[float, Field(gt=0)] = 60.0
+    insight_idle_in_transaction_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Unused indexes smaller than this are not worth a warning.
+    insight_unused_index_min_bytes: Annotated[int, Field(ge=0)] = 1_048_576
+    # A replication slot holding back more WAL than this is a warning.
+    insight_slot_wal_warning_bytes: Annotated[int, Field(ge=0)] = 1_073_741_824
+    # Query-stats and space snapshots (job queue): how often, and how long they are kept.
+    insight_snapshot_minutes: Annotated[int, Field(ge=0, le=1440)] = 15  # 0: no snapshots
+    insight_snapshot_retention_days: Annotated[int, Field(ge=1, le=3660)] = 14
+    # /metrics database figures: collected at scrape time, cached, with a short timeout.
+    insight_metrics_enabled: bool = True
+    insight_metrics_cache_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
+    insight_metrics_timeout_ms: Annotated[int, Field(ge=50, le=10_000)] = 500
+    # The database server's RAM and CPUs for settings advice (unset: this machine's,
+    # right for the embedded server; set them for an external one).
+    insight_server_memory_mb: Annotated[int | None, Field(ge=256)] = None
+    insight_server_cpus: Annotated[int | None, Field(ge=1)] = None
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256

@@ -19,6 +19,7 @@ metadata = SQLModel.metadata
 from keel.auth import models as auth_models  # noqa: E402
 from keel.core.idempotency import models as idempotency_models  # noqa: E402
 from keel.documents import models as document_models  # noqa: E402
+from keel.insight.pg import models as insight_models  # noqa: E402
 from keel.jobs import models as job_models  # noqa: E402
 from keel.posts import models as post_models  # noqa: E402
 from keel.search import models as search_models  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "auth_models",
     "document_models",
     "idempotency_models",
+    "insight_models",
     "job_models",
     "metadata",
     "post_models",

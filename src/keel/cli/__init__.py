@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from keel.cli import check, data
+from keel.cli import check, data, insight
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
@@ -39,6 +39,7 @@ migrate_app = typer.Typer(help="Apply, revert and write database migrations.")
 db_app = typer.Typer(help="Manage the embedded PostgreSQL server.")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
+db_app.add_typer(insight.insight_app, name="insight")
 users_app = typer.Typer(help="Manage user accounts.")
 app.add_typer(users_app, name="users")
 log = structlog.get_logger("keel.cli")

@@ -133,13 +133,17 @@ def import_posts(
 
 
 async def _work(settings: Settings, url: str, *, drain: bool) -> int:
+    from keel.insight.pg import snapshots as insight_snapshots
     from keel.search.embeddings import embedder_for, worker_for
 
     database = create_database(settings, url)
     worker = worker_for(settings, database, embedder_for(settings))
+    worker.handlers.update(insight_snapshots.handlers(settings))
     try:
         if drain:
             return await worker.drain()
+        async with database.sessionmaker() as session, session.begin():
+            await insight_snapshots.ensure_scheduled(session, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

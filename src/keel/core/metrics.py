@@ -79,6 +79,8 @@ def metrics_endpoint(request: Request) -> Response:
     db = getattr(request.app.state, "db", None)
     if db is not None:
         record_pool_status(db.pool_status())
+    for hook in getattr(request.app.state, "metrics_hooks", ()):
+        hook(request)  # e.g. database figures collected at scrape time (keel.insight.pg)
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

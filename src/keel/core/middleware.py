@@ -132,6 +132,7 @@ class RequestContextMiddleware:
 
 
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+OWN_CSP_PREFIX = "/admin/db"  # the insight dashboard sends its own (strict) CSP
 
 
 class SecurityHeadersMiddleware:
@@ -168,7 +169,8 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         hsts = self.force_hsts or scope.get("scheme") == "https"
-        extra = self.sets[scope["path"] not in DOCS_PATHS, hsts]
+        path = scope["path"]
+        extra = self.sets[path not in DOCS_PATHS and not path.startswith(OWN_CSP_PREFIX), hsts]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -199,3 +199,48 @@ async def retry(session: AsyncSession, job_id: UUID) -> bool:
         .values(status=JobStatus.QUEUED.value, attempts=0, run_at=func.now(), last_error=None)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+_ENQUEUE_ONCE = text(
+    """
+    INSERT INTO app.jobs (id, kind, payload, run_at, max_attempts)
+    SELECT :id, :kind, CAST(:payload AS jsonb), now() + make_interval(secs => :delay), :attempts
+    WHERE NOT EXISTS (
+        SELECT 1 FROM app.jobs WHERE kind = :kind AND status IN ('queued', 'running')
+          AND id <> :current)
+    RETURNING id
+    """
+)
+
+
+async def enqueue_once(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    delay_seconds: float,
+    max_attempts: int = 5,
+    current: UUID | None = None,
+) -> UUID | None:
+    """Queue a `kind` job due in `delay_seconds`, unless one is already queued or running
+    (apart from `current`, the job doing the queueing). For periodic jobs: one at a time.
+
+    A transaction-level advisory lock per kind makes concurrent callers take turns.
+    """
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('keel.jobs.once:' || :kind))"),
+        {"kind": kind},
+    )
+    result = await session.execute(
+        _ENQUEUE_ONCE,
+        {
+            "id": uuid7(),
+            "kind": kind,
+            "payload": orjson.dumps(payload).decode(),
+            "delay": delay_seconds,
+            "attempts": max_attempts,
+            "current": current or uuid7(),
+        },
+    )
+    found = result.scalar_one_or_none()
+    return UUID(str(found)) if found is not None else None

@@ -30,3 +30,17 @@ async def enqueue(session: AsyncSession, kind: str, payloads: list[dict[str, Any
     if not payloads:
         return []
     return await repository.enqueue_many(session, kind, payloads)
+
+
+async def enqueue_periodic(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    delay_seconds: float,
+    current: UUID | None = None,
+) -> UUID | None:
+    """Queue the next run of a periodic job, unless one is already waiting or running."""
+    return await repository.enqueue_once(
+        session, kind, payload, delay_seconds=delay_seconds, current=current
+    )
