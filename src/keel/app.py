@@ -33,6 +33,7 @@ from keel.core.middleware import (
     TrustedHostMiddleware,
 )
 from keel.core.openapi import install_problem_openapi
+from keel.core.replicas import ReadRoutingMiddleware, replica_urls
 from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
@@ -121,7 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await asyncio.to_thread(embedded.ensure_running)
-    db = create_database(settings, url)
+    db = create_database(settings, url, replica_urls(settings, embedded))
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     pool_task: asyncio.Task[None] | None = None
     worker_task: asyncio.Task[None] | None = None
@@ -179,6 +180,10 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         redirect_slashes=False,
         middleware=build_middleware(settings) if middleware else None,
     )
+    if middleware:
+        app.add_middleware(
+            ReadRoutingMiddleware, token_seconds=settings.replica_read_your_writes_seconds
+        )
     app.state.settings = settings
     app.state.redis = None
     app.state.heavy_operations = HeavyOperations(

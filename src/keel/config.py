@@ -184,16 +184,38 @@ class Settings(BaseSettings):
     # Parallel workers per Gather for the daily stats (SET LOCAL, that transaction only).
     stats_parallel_workers: Annotated[int, Field(ge=0, le=64)] = 4
 
+    # --- replicas, replication and backups (README: Replicas, replication and backups) ---
+    # Streaming replicas that safe-method requests read from (comma-separated URLs); with
+    # the embedded server, the replicas of `keel db replica add` are used as well.
+    database_replica_urls: Annotated[list[str], NoDecode] = []
+    replica_max_lag_ms: Annotated[int, Field(ge=0)] = 1_000  # further behind: read the primary
+    replica_check_interval_ms: Annotated[int, Field(ge=10)] = 200  # health and lag checks
+    # How long a client's reads wait for replicas to replay its last write (`keel_lsn` cookie).
+    replica_read_your_writes_seconds: Annotated[int, Field(ge=1)] = 300
+    backup_dir: Path | None = None  # unset: KEEL_DATA_DIR/backups (embedded server only)
+    backup_keep_full: Annotated[int, Field(ge=1)] = 2  # full chains kept; older ones pruned
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256
 
-    @field_validator("cors_origins", "allowed_hosts", "previous_secret_keys", mode="before")
+    @field_validator(
+        "cors_origins",
+        "allowed_hosts",
+        "previous_secret_keys",
+        "database_replica_urls",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _normalise_replica_urls(cls, value: list[str]) -> list[str]:
+        return [url for url in map(cls._normalise_database_url, value) if url is not None]
 
     @field_validator("database_url")
     @classmethod

@@ -76,8 +76,7 @@ def add_replica(primary: EmbeddedPostgres, name: str) -> EmbeddedPostgres:
     primary.replicas_dir.mkdir(mode=0o700, exist_ok=True)
     replica.prepare_dirs()
     slot = slot_name(name)
-    if _sql(primary, f"SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}'"):
-        _sql(primary, f"SELECT pg_drop_replication_slot('{slot}')")  # left by a failed add
+    _drop_slot(primary, slot)  # left by a failed add
     argv = [str(bin_path("pg_basebackup")), "-d", _primary_conninfo(primary)]
     argv += ["-D", str(replica.pgdata), "-R", "-X", "stream", "-C", "-S", slot]
     argv += ["--checkpoint=fast", "--no-password"]
@@ -124,11 +123,8 @@ def remove_replica(primary: EmbeddedPostgres, name: str) -> None:
 
 
 def _drop_slot(primary: EmbeddedPostgres, slot: str) -> None:
-    _sql(
-        primary,
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-        f" WHERE slot_name = '{slot}'",
-    )
+    drop = "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE"
+    _sql(primary, f"{drop} slot_name = '{slot}'")  # slot names pass validate_name()
 
 
 def promote_replica(primary: EmbeddedPostgres, name: str) -> None:
@@ -148,34 +144,32 @@ def promote_replica(primary: EmbeddedPostgres, name: str) -> None:
     run_binary(argv, as_server=True, cwd=replica.data_dir)
     _wait_until(lambda: _sql(replica, "SELECT pg_is_in_recovery()") == "f", "promotion")
     replica.stop(force=True)
-    # Swap the clusters; sockets belong to directories, so URLs stay the same.
+    # Swap the clusters; sockets belong to directories, so URLs stay the same. The old
+    # primary stays parked outside replicas/ until rewound, so nothing starts it as is.
     parked = primary.data_dir / "pgdata.old-primary"
     primary.pgdata.rename(parked)
     replica.pgdata.rename(primary.pgdata)
-    parked.rename(replica.pgdata)
-    (primary.pgdata / "standby.signal").unlink(missing_ok=True)
     primary.ensure_running()
     try:
         _sql(primary, "ALTER SYSTEM RESET primary_conninfo")
         _sql(primary, "ALTER SYSTEM RESET primary_slot_name")
         _sql(primary, f"SELECT pg_create_physical_replication_slot('{slot_name(name)}')")
-        rewind_as_standby(primary, name)
+        _rewind(primary, parked, name)
+        parked.rename(replica.pgdata)
+        replica.restart_if_down()
     finally:
         primary.release()
     log.info("embedded_pg.replica_promoted", replica=name)
 
 
-def rewind_as_standby(primary: EmbeddedPostgres, name: str) -> None:
-    """Make the stopped cluster of replica `name` a standby of the running primary."""
-    replica = replica_server(primary, name)
-    argv = [str(bin_path("pg_rewind")), "-D", str(replica.pgdata)]
-    argv += ["--source-server", _primary_conninfo(primary), "-R", "--progress"]
-    out = run_binary(argv, as_server=True, cwd=replica.data_dir, timeout=1800)
+def _rewind(primary: EmbeddedPostgres, pgdata: Path, name: str) -> None:
+    """Make the stopped cluster in pgdata a standby of the running primary (`pg_rewind -R`)."""
+    argv = [str(bin_path("pg_rewind")), "-D", str(pgdata)]
+    argv += ["--source-server", _primary_conninfo(primary), "-R"]
+    out = run_binary(argv, as_server=True, cwd=primary.data_dir, timeout=1800)
     log.info("embedded_pg.rewound", replica=name, output=out.strip().splitlines()[-1:])
-    auto = replica.pgdata / "postgresql.auto.conf"
-    with auto.open("a") as fh:
+    with (pgdata / "postgresql.auto.conf").open("a") as fh:
         fh.write(f"primary_slot_name = '{slot_name(name)}'\n")
-    replica.restart_if_down()
 
 
 def _wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -1,0 +1,178 @@
+"""Read routing on a real primary and a real streaming standby (embedded PostgreSQL 18)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from keel.app import create_app
+from keel.core.db import asyncpg_dsn
+from keel.core.embedded import EmbeddedPostgres, standby
+from keel.core.replicas import LSN_COOKIE, LSN_HEADER, ReadContext, parse_lsn, read_context
+from keel.migrations import runner
+from tests.conftest import make_settings
+from tests.users.factory import signed_in
+
+
+@dataclass
+class Cluster:
+    primary: EmbeddedPostgres
+    replica: EmbeddedPostgres
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One migrated primary and one standby made by `keel db replica add`, for the module."""
+    data_dir = Path(tempfile.mkdtemp(prefix="keel-test-replicas-"))
+    primary = EmbeddedPostgres(data_dir)
+    try:
+        runner.upgrade(primary.ensure_running())
+        replica = standby.add_replica(primary, "r1")
+        yield Cluster(primary, replica)
+    finally:
+        primary.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def app(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    # The standby must be up (a test may have stopped it) and caught up with the schema.
+    cluster.replica.restart_if_down()
+    settings = make_settings(
+        cluster.primary.url,
+        tmp_path,
+        database_replica_urls=[cluster.replica.url],
+        replica_check_interval_ms=50,
+        replica_max_lag_ms=5_000,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        await _until_in_rotation(application)
+        yield application
+
+
+async def _until_in_rotation(app: FastAPI) -> None:
+    replicas = app.state.db.reads.replicas
+    for _ in range(400):
+        await replicas.check()
+        if all(r.healthy for r in replicas.replicas):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError([r.reason for r in replicas.replicas])
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def session(cluster: Cluster) -> AsyncIterator[AsyncSession]:
+    engine = create_async_engine(
+        cluster.primary.url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with AsyncSession(bind=engine, expire_on_commit=False) as db_session:
+            yield db_session
+    finally:
+        await engine.dispose()
+
+
+async def _served_by_standby(app: FastAPI, context: ReadContext | None) -> bool:
+    if context is None:
+        row = await app.state.db.reads.fetchrow("SELECT pg_is_in_recovery()")
+    else:
+        with read_context(context):
+            row = await app.state.db.reads.fetchrow("SELECT pg_is_in_recovery()")
+    return bool(row[0])
+
+
+async def _replica_sql(cluster: Cluster, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(cluster.replica.url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_safe_reads_reach_the_replica_and_the_rest_the_primary(app: FastAPI) -> None:
+    assert await _served_by_standby(app, ReadContext(primary_only=False))
+    assert not await _served_by_standby(app, ReadContext(primary_only=True))  # write request
+    assert not await _served_by_standby(app, None)  # outside a request: workers, CLI
+
+
+async def test_a_write_then_an_immediate_read_sees_the_write(
+    app: FastAPI, client: AsyncClient, session: AsyncSession
+) -> None:
+    _, auth = await signed_in(app, session, client)
+    created = await client.post(
+        "/api/v1/posts", headers=auth, json={"title": "v0", "content": "c", "is_published": True}
+    )
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/posts/{created.json()['id']}"
+    for n in range(1, 21):
+        edited = await client.patch(url, headers=auth, json={"title": f"v{n}"})
+        assert edited.status_code == 200
+        token = edited.headers[LSN_HEADER]
+        assert client.cookies[LSN_COOKIE] == token
+        assert (await client.get(url, headers=auth)).json()["title"] == f"v{n}"
+    # The header works as well as the cookie (API clients without a cookie jar).
+    client.cookies.clear()
+    edited = await client.patch(url, headers=auth, json={"title": "last"})
+    client.cookies.clear()
+    read = await client.get(url, headers=auth | {LSN_HEADER: edited.headers[LSN_HEADER]})
+    assert read.json()["title"] == "last"
+
+
+async def test_a_paused_replica_routes_reads_to_the_primary(app: FastAPI, cluster: Cluster) -> None:
+    replicas = app.state.db.reads.replicas
+    await _replica_sql(cluster, "SELECT pg_wal_replay_pause()")
+    try:
+        await replicas.check()
+        assert not await _served_by_standby(app, ReadContext(primary_only=False))
+        assert replicas.replicas[0].reason == "WAL replay paused"
+    finally:
+        await _replica_sql(cluster, "SELECT pg_wal_replay_resume()")
+    await _until_in_rotation(app)
+    assert await _served_by_standby(app, ReadContext(primary_only=False))
+
+
+async def test_stopping_the_replica_costs_no_errors(
+    app: FastAPI, client: AsyncClient, session: AsyncSession, cluster: Cluster
+) -> None:
+    _, auth = await signed_in(app, session, client)
+    created = await client.post(
+        "/api/v1/posts", headers=auth, json={"title": "t", "content": "c", "is_published": True}
+    )
+    url = f"/api/v1/posts/{created.json()['id']}"
+    # The replica has replayed the post: the reads below may use it (the token allows it).
+    replicas = app.state.db.reads.replicas
+    written = parse_lsn(created.headers[LSN_HEADER]) or 0
+    while replicas.replicas[0].replay_lsn < written:
+        await replicas.check()
+    assert await _served_by_standby(app, ReadContext(primary_only=False, min_lsn=written))
+    assert (await client.get(url, headers=auth)).status_code == 200
+    stopper = asyncio.create_task(asyncio.to_thread(cluster.replica.stop))
+    statuses = []
+    while not stopper.done():
+        statuses.append((await client.get(url, headers=auth)).status_code)
+    await stopper
+    statuses += [(await client.get(url, headers=auth)).status_code for _ in range(20)]
+    assert set(statuses) == {200}
+    assert not app.state.db.reads.replicas.replicas[0].healthy
+    # Back in rotation once it runs again and a check passes.
+    cluster.replica.restart_if_down()
+    await _until_in_rotation(app)
+    assert (await client.get(url, headers=auth)).status_code == 200
