@@ -192,8 +192,9 @@ class Settings(BaseSettings):
     replica_check_interval_ms: Annotated[int, Field(ge=10)] = 200  # health and lag checks
     # How long a client's reads wait for replicas to replay its last write (`keel_lsn` cookie).
     replica_read_your_writes_seconds: Annotated[int, Field(ge=1)] = 300
-    backup_dir: Path | None = None  # unset: KEEL_DATA_DIR/backups (embedded server only)
-    backup_keep_full: Annotated[int, Field(ge=1)] = 2  # full chains kept; older ones pruned
+    # `keel db backup` keeps this many full chains in KEEL_DATA_DIR/backups; older ones and
+    # the archived WAL only they need are deleted.
+    backup_keep_full: Annotated[int, Field(ge=1)] = 2
 
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from keel.cli import backups
 from keel.cli.common import fail, load_settings
 from keel.config import Settings
 from keel.core.embedded import EmbeddedInUse, EmbeddedPostgres, EmbeddedPostgresError, standby
@@ -103,3 +104,6 @@ def replica_remove(name: NameArg) -> None:
 def register(db_app: typer.Typer) -> None:
     """Add the replica, backup and replication commands under `keel db`."""
     db_app.add_typer(replica_app, name="replica")
+    db_app.command("backup")(backups.backup_command)
+    db_app.command("backups")(backups.backups_command)
+    db_app.command("restore")(backups.restore_command)

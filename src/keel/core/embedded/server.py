@@ -287,6 +287,7 @@ class EmbeddedPostgres:
         archive = shlex.quote(str(self.archive_dir)).replace("%", "%%").replace("'", "''")
         conf_text = _KEEL_CONF.format(port=PORT, socket_dir=socket_dir, archive_dir=archive)
         keel_conf.write_text(conf_text)
+        keel_conf.chmod(0o600)  # like every file postgres writes in pgdata
         self._chown(keel_conf)
         self.log_file.parent.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.log_file.parent)
