@@ -41,6 +41,7 @@ from keel.insight.router import router as insight_router
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
+from keel.replication.router import router as replication_router
 from keel.search.embeddings import embedder_for, worker_for
 from keel.search.router import router as search_router
 from keel.users.router import router as users_router
@@ -97,6 +98,7 @@ def api_router() -> APIRouter:
     router.include_router(insight_router)
     router.include_router(bulk_router)
     router.include_router(jobs_router)
+    router.include_router(replication_router)
     return router
 
 

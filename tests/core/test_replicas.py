@@ -162,7 +162,8 @@ async def test_stopping_the_replica_costs_no_errors(
     written = parse_lsn(created.headers[LSN_HEADER]) or 0
     while replicas.replicas[0].replay_lsn < written:
         await replicas.check()
-    assert await _served_by_standby(app, ReadContext(primary_only=False, min_lsn=written))
+    context = ReadContext(primary_only=False, min_lsn=written)
+    assert await _served_by_standby(app, context), replicas.replicas
     assert (await client.get(url, headers=auth)).status_code == 200
     stopper = asyncio.create_task(asyncio.to_thread(cluster.replica.stop))
     statuses = []
@@ -170,9 +171,31 @@ async def test_stopping_the_replica_costs_no_errors(
         statuses.append((await client.get(url, headers=auth)).status_code)
     await stopper
     statuses += [(await client.get(url, headers=auth)).status_code for _ in range(20)]
-    assert set(statuses) == {200}
-    assert not app.state.db.reads.replicas.replicas[0].healthy
+    assert set(statuses) == {200}, statuses
+    replica = app.state.db.reads.replicas.replicas[0]
+    assert not replica.healthy, replica
     # Back in rotation once it runs again and a check passes.
     cluster.replica.restart_if_down()
     await _until_in_rotation(app)
     assert (await client.get(url, headers=auth)).status_code == 200
+
+
+async def test_admin_api_reports_the_standby_and_its_slot(
+    app: FastAPI, client: AsyncClient, session: AsyncSession
+) -> None:
+    _, user = await signed_in(app, session, client)
+    assert (await client.get("/api/v1/admin/replication", headers=user)).status_code == 403
+    _, admin = await signed_in(app, session, client, admin=True)
+    response = await client.get("/api/v1/admin/replication", headers=admin)
+    assert response.status_code == 200
+    report = response.json()
+    assert report["server"]["in_recovery"] is False
+    (slot,) = report["slots"]
+    assert slot["slot_name"] == "keel_replica_r1"
+    assert slot["slot_type"] == "physical"
+    assert slot["active"] is True
+    assert slot["wal_status"] == "reserved"
+    (standby_row,) = report["standbys"]
+    assert standby_row["state"] == "streaming"
+    assert standby_row["replay_lag_bytes"] >= 0
+    assert report["problems"] == []

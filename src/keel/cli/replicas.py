@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import backups
+from keel.cli import backups, logical
 from keel.cli.common import fail, load_settings
 from keel.config import Settings
 from keel.core.embedded import EmbeddedInUse, EmbeddedPostgres, EmbeddedPostgresError, standby
@@ -107,3 +107,6 @@ def register(db_app: typer.Typer) -> None:
     db_app.command("backup")(backups.backup_command)
     db_app.command("backups")(backups.backups_command)
     db_app.command("restore")(backups.restore_command)
+    db_app.add_typer(logical.publication_app, name="publication")
+    db_app.add_typer(logical.subscription_app, name="subscription")
+    db_app.command("replication")(logical.replication_command)
