@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from keel.core.db import asyncpg_dsn
-from keel.core.embedded import PORT, EmbeddedPostgres, standby
+from keel.core.embedded import PORT, EmbeddedPostgres, bin_path, standby
 from keel.core.embedded.process import run_binary
 from keel.replication import service
 from keel.replication.repository import identifier
@@ -181,7 +181,7 @@ def test_pg_createsubscriber_turns_a_standby_into_a_subscriber(tmp_path: Path) -
         replica = standby.add_replica(primary, "conv")
         replica.stop()
         argv = [
-            str(standby.bin_path("pg_createsubscriber")),
+            str(bin_path("pg_createsubscriber")),
             "-D",
             str(replica.pgdata),
             "-P",
