@@ -199,3 +199,30 @@ async def test_admin_api_reports_the_standby_and_its_slot(
     assert standby_row["state"] == "streaming"
     assert standby_row["replay_lag_bytes"] >= 0
     assert report["problems"] == []
+
+
+async def test_failover_slots_are_synchronised_to_the_standby(cluster: Cluster) -> None:
+    """A logical slot made with failover = true (as `keel db subscription create` makes
+    them on the publisher) is copied to the standby (`sync_replication_slots = on`)."""
+    primary = await asyncpg.connect(asyncpg_dsn(cluster.primary.url))
+    replica = await asyncpg.connect(asyncpg_dsn(cluster.replica.url))
+    try:
+        await primary.execute(
+            "SELECT pg_create_logical_replication_slot('keel_failover_test', 'pgoutput',"
+            " false, false, true)"
+        )
+        try:
+            synced = None
+            for _ in range(600):
+                synced = await replica.fetchval(
+                    "SELECT synced FROM pg_replication_slots WHERE slot_name = 'keel_failover_test'"
+                )
+                if synced:
+                    break
+                await asyncio.sleep(0.1)
+            assert synced is True
+        finally:
+            await primary.execute("SELECT pg_drop_replication_slot('keel_failover_test')")
+    finally:
+        await primary.close()
+        await replica.close()

@@ -54,6 +54,7 @@ log_line_prefix = '%m [%p] %q%u@%d '
 wal_level = logical
 summarize_wal = on
 hot_standby_feedback = on
+sync_replication_slots = on  # standbys keep copies of failover logical slots (17+)
 max_slot_wal_keep_size = '2GB'
 archive_mode = on
 # Archives only once `keel db backup` has created the archive dir; until then WAL is recycled.
