@@ -22,6 +22,8 @@ NAMES = (
     "imports",
     "embeddings",
     "vectors",
+    "backups",
+    "replica_reads",
 )
 
 

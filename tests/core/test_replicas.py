@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 async def app(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FastAPI]:
     # The standby must be up (a test may have stopped it) and caught up with the schema.
-    cluster.replica.restart_if_down()
+    _start(cluster.replica)
     settings = make_settings(
         cluster.primary.url,
         tmp_path,
@@ -60,6 +61,16 @@ async def app(cluster: Cluster, tmp_path: Path) -> AsyncIterator[FastAPI]:
     async with application.router.lifespan_context(application):
         await _until_in_rotation(application)
         yield application
+
+
+def _start(server: EmbeddedPostgres) -> None:
+    """Start a stopped standby (its last processes may still be exiting: retry)."""
+    for _ in range(300):
+        server.restart_if_down()
+        if server.status().running:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{server.pgdata} did not start")
 
 
 async def _until_in_rotation(app: FastAPI) -> None:
@@ -175,7 +186,7 @@ async def test_stopping_the_replica_costs_no_errors(
     replica = app.state.db.reads.replicas.replicas[0]
     assert not replica.healthy, replica
     # Back in rotation once it runs again and a check passes.
-    cluster.replica.restart_if_down()
+    _start(cluster.replica)
     await _until_in_rotation(app)
     assert (await client.get(url, headers=auth)).status_code == 200
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import asyncpg
 import structlog
@@ -162,12 +162,21 @@ class ReplicaSet:
         try:
             async with pool.acquire(timeout=self.pool_options["timeout"]) as connection:
                 return await getattr(connection, method)(query, *args)
-        except (*DISCONNECT_ERRORS, asyncpg.InterfaceError, OSError) as exc:
-            self.take_out(replica, f"read failed: {type(exc).__name__}")
-            await pool.expire_connections()
-            raise ReplicaFailed from exc
         except asyncpg.SerializationError as exc:  # 40001: cancelled by a recovery conflict
             raise ReplicaFailed from exc
+        except asyncpg.PostgresError as exc:
+            if not isinstance(exc, DISCONNECT_ERRORS):
+                raise  # the query's own error: the primary would answer the same
+            await self._lost(replica, pool, exc)
+        except Exception as exc:  # noqa: BLE001 - a connection lost mid-read, in whatever
+            # form asyncpg reports it (InterfaceError, InternalClientError, OSError, ...)
+            await self._lost(replica, pool, exc)
+        raise AssertionError("unreachable")
+
+    async def _lost(self, replica: Replica, pool: asyncpg.Pool, exc: Exception) -> NoReturn:
+        self.take_out(replica, f"read failed: {type(exc).__name__}")
+        await pool.expire_connections()
+        raise ReplicaFailed from exc
 
     def take_out(self, replica: Replica, reason: str) -> None:
         if replica.healthy:
@@ -200,7 +209,7 @@ class ReplicaSet:
                 row = await connection.fetchrow(_CHECK_SQL, timeout=self.check_interval * 5)
                 if row is None:  # the query always returns one row
                     raise asyncpg.InterfaceError("no row")
-        except (*DISCONNECT_ERRORS, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed check takes it out of rotation
             self.take_out(replica, f"check failed: {type(exc).__name__}")
             with contextlib.suppress(Exception):
                 await replica.pool.expire_connections()
