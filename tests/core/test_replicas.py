@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from keel.app import create_app
 from keel.core.db import asyncpg_dsn
-from keel.core.embedded import EmbeddedPostgres, standby
+from keel.core.embedded import EmbeddedPostgres, ServerState, Supervisor, standby
 from keel.core.replicas import LSN_COOKIE, LSN_HEADER, ReadContext, parse_lsn, read_context
 from keel.migrations import runner
 from tests.conftest import make_settings
@@ -237,3 +239,16 @@ async def test_failover_slots_are_synchronised_to_the_standby(cluster: Cluster) 
     finally:
         await primary.close()
         await replica.close()
+
+
+def test_the_supervisor_restarts_a_crashed_replica(cluster: Cluster) -> None:
+    _start(cluster.replica)
+    pid = cluster.replica.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        if cluster.replica.state() is ServerState.CRASHED:
+            break
+        time.sleep(0.05)
+    assert Supervisor(cluster.primary).check() is False  # the primary itself was fine
+    assert cluster.replica.status().running

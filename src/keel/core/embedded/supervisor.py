@@ -62,6 +62,13 @@ class Supervisor:
             except Exception:  # a failed start is retried at the next tick
                 log.exception("embedded_pg.restart_failed", pgdata=str(self.server.pgdata))
 
+    def _restart_crashed_replicas(self) -> None:
+        """A replica whose postmaster died comes back; one stopped on purpose stays down."""
+        for replica in self.server.replicas():
+            if replica.state() is ServerState.CRASHED:
+                log.error("embedded_pg.replica_died", pgdata=str(replica.pgdata))
+                replica.restart_if_down()
+
     def check(self) -> bool:
         """One look at the server; start it if it should run but doesn't. True if started."""
         if self.server.stop_requested():
@@ -70,6 +77,8 @@ class Supervisor:
         state = self.server.state()
         if state in (ServerState.RUNNING, ServerState.CHANGING):
             self._down_since = None
+            if state is ServerState.RUNNING:
+                self._restart_crashed_replicas()
             return False
         now = time.monotonic()
         if state is ServerState.STOPPED:
