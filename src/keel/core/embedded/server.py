@@ -349,6 +349,8 @@ class EmbeddedPostgres:
 
     def _report_recovery(self, log_offset: int) -> None:
         """Log the crash recovery (WAL replay) the server just ran, if it ran one."""
+        if (self.pgdata / "standby.signal").exists():
+            return  # a standby replays WAL by design: that is no crash recovery
         try:
             with self.log_file.open("rb") as fh:
                 fh.seek(log_offset)
