@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     database_replica_urls: Annotated[list[str], NoDecode] = []
     replica_max_lag_ms: Annotated[int, Field(ge=0)] = 1_000  # further behind: read the primary
     replica_check_interval_ms: Annotated[int, Field(ge=10)] = 200  # health and lag checks
+    # A replica read slower than this is answered by the primary instead (replica held out 5 s).
+    replica_read_timeout_ms: Annotated[int, Field(ge=10)] = 1_000
     # How long a client's reads wait for replicas to replay its last write (`keel_lsn` cookie).
     replica_read_your_writes_seconds: Annotated[int, Field(ge=1)] = 300
     # `keel db backup` keeps this many full chains in KEEL_DATA_DIR/backups; older ones and

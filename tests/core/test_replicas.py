@@ -252,3 +252,16 @@ def test_the_supervisor_restarts_a_crashed_replica(cluster: Cluster) -> None:
         time.sleep(0.05)
     assert Supervisor(cluster.primary).check() is False  # the primary itself was fine
     assert cluster.replica.status().running
+
+
+async def test_a_stuck_replica_read_is_answered_by_the_primary(app: FastAPI) -> None:
+    """Past REPLICA_READ_TIMEOUT_MS (1 s here) the primary answers, and the replica is held
+    out of rotation for a while even though its health checks pass."""
+    replicas = app.state.db.reads.replicas
+    with read_context(ReadContext(primary_only=False)):
+        row = await app.state.db.reads.fetchrow("SELECT pg_is_in_recovery() FROM pg_sleep(1.5)")
+    assert row[0] is False
+    await replicas.check()
+    assert not replicas.replicas[0].healthy
+    assert replicas.replicas[0].reason == "read failed: TimeoutError"
+    await _until_in_rotation(app)  # after the hold

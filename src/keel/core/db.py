@@ -244,6 +244,7 @@ def create_database(
             {name: asyncpg_dsn(replica) for name, replica in replica_urls.items()},
             max_lag_ms=settings.replica_max_lag_ms,
             check_interval=settings.replica_check_interval_ms / 1000,
+            read_timeout=settings.replica_read_timeout_ms / 1000,
             pool_options={
                 "max_size": settings.db_read_pool_size,
                 "reset": _keep_session_state,

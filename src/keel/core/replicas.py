@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 LSN_HEADER: Final = "keel-lsn"
 LSN_COOKIE: Final = "keel_lsn"
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
+READ_FAILURE_HOLD_S: Final = 5.0
 _CHECK_SQL: Final = """SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(),
     pg_is_in_recovery() AND pg_is_wal_replay_paused()"""
 
@@ -101,6 +102,7 @@ class Replica:
     replay_lsn: int = 0
     lag_ms: float | None = None
     reason: str = "not checked yet"
+    held_until: float = 0.0  # after a failed read: out of rotation at least until then
 
     def usable(self, max_lag_ms: int, min_lsn: int | None) -> bool:
         if not self.healthy or self.lag_ms is None or self.lag_ms > max_lag_ms:
@@ -120,6 +122,7 @@ class ReplicaSet:
     max_lag_ms: int
     check_interval: float
     pool_options: dict[str, Any]
+    read_timeout: float = 1.0
     primary_lsn: Callable[[], Awaitable[int]] | None = None
     replicas: list[Replica] = field(init=False)
     _turn: itertools.count[int] = field(init=False, default_factory=itertools.count)
@@ -161,7 +164,9 @@ class ReplicaSet:
             raise ReplicaFailed("replica pools are not open")
         try:
             async with pool.acquire(timeout=self.pool_options["timeout"]) as connection:
-                return await getattr(connection, method)(query, *args)
+                # A read stuck behind replay (a replayed AccessExclusiveLock can hold the
+                # standby's queries for max_standby_streaming_delay) is cut short.
+                return await getattr(connection, method)(query, *args, timeout=self.read_timeout)
         except asyncpg.SerializationError as exc:  # 40001: cancelled by a recovery conflict
             raise ReplicaFailed from exc
         except asyncpg.PostgresError as exc:
@@ -174,11 +179,13 @@ class ReplicaSet:
         raise AssertionError("unreachable")
 
     async def _lost(self, replica: Replica, pool: asyncpg.Pool, exc: Exception) -> NoReturn:
-        self.take_out(replica, f"read failed: {type(exc).__name__}")
+        # Held out for a while even if checks pass: they don't touch the tables reads do.
+        self.take_out(replica, f"read failed: {type(exc).__name__}", hold=READ_FAILURE_HOLD_S)
         await pool.expire_connections()
         raise ReplicaFailed from exc
 
-    def take_out(self, replica: Replica, reason: str) -> None:
+    def take_out(self, replica: Replica, reason: str, *, hold: float = 0.0) -> None:
+        replica.held_until = max(replica.held_until, time.monotonic() + hold)
         if replica.healthy:
             log.warning("replica.out_of_rotation", replica=replica.name, reason=reason)
         replica.healthy, replica.reason = False, reason
@@ -221,6 +228,8 @@ class ReplicaSet:
         if paused:
             self.take_out(replica, "WAL replay paused")
             return
+        if time.monotonic() < replica.held_until:
+            return  # a read failed on it recently
         replica.replay_lsn = replay or 0  # asyncpg decodes pg_lsn to an int
         replica.lag_ms = self._lag_ms(replica.replay_lsn)
         if not replica.healthy:
