@@ -266,7 +266,8 @@ def headline(results: Results) -> list[list[str]]:
                     f"incremental ÷ full backup size, 1% of {d['settings']['posts']:,} posts "
                     "updated (`updated_at`, physically last 1%)",
                     f"{d['ratios']['in_place_1pct']['size']:.3f}",
-                    f"≤ {d['target']}",
+                    f"≤ {d['target']} "
+                    f"({res.verdict(d['ratios']['in_place_1pct']['size'] <= d['target'])})",
                 ]
             )
         rows.append(
