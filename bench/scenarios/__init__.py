@@ -24,6 +24,8 @@ NAMES = (
     "vectors",
     "deploy",
     "insight",
+    "backups",
+    "replica_reads",
 )
 
 

@@ -34,6 +34,7 @@ from keel.core.middleware import (
     TrustedHostMiddleware,
 )
 from keel.core.openapi import install_problem_openapi
+from keel.core.replicas import ReadRoutingMiddleware, replica_urls
 from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router
@@ -46,6 +47,7 @@ from keel.insight.web.router import static as dashboard_static
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
 from keel.posts.router import router as posts_router
+from keel.replication.router import router as replication_router
 from keel.search.embeddings import embedder_for, worker_for
 from keel.search.router import router as search_router
 from keel.users.router import router as users_router
@@ -103,6 +105,7 @@ def api_router() -> APIRouter:
     router.include_router(insight_db_router)
     router.include_router(bulk_router)
     router.include_router(jobs_router)
+    router.include_router(replication_router)
     return router
 
 
@@ -128,7 +131,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir)
         url = await asyncio.to_thread(embedded.ensure_running)
-    db = create_database(settings, url)
+    db = create_database(settings, url, replica_urls(settings, embedded))
     tracing.instrument_database(db.engine)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     pool_task: asyncio.Task[None] | None = None
@@ -190,6 +193,10 @@ def create_app(settings: Settings | None = None, *, middleware: bool = True) -> 
         redirect_slashes=False,
         middleware=build_middleware(settings) if middleware else None,
     )
+    if middleware:
+        app.add_middleware(
+            ReadRoutingMiddleware, token_seconds=settings.replica_read_your_writes_seconds
+        )
     app.state.settings = settings
     app.state.redis = None
     app.state.heavy_operations = HeavyOperations(

@@ -205,6 +205,19 @@ class Settings(BaseSettings):
     # right for the embedded server; set them for an external one).
     insight_server_memory_mb: Annotated[int | None, Field(ge=256)] = None
     insight_server_cpus: Annotated[int | None, Field(ge=1)] = None
+    # --- replicas, replication and backups (README: Replicas, replication and backups) ---
+    # Streaming replicas that safe-method requests read from (comma-separated URLs); with
+    # the embedded server, the replicas of `keel db replica add` are used as well.
+    database_replica_urls: Annotated[list[str], NoDecode] = []
+    replica_max_lag_ms: Annotated[int, Field(ge=0)] = 1_000  # further behind: read the primary
+    replica_check_interval_ms: Annotated[int, Field(ge=10)] = 200  # health and lag checks
+    # A replica read slower than this is answered by the primary instead (replica held out 5 s).
+    replica_read_timeout_ms: Annotated[int, Field(ge=10)] = 1_000
+    # How long a client's reads wait for replicas to replay its last write (`keel_lsn` cookie).
+    replica_read_your_writes_seconds: Annotated[int, Field(ge=1)] = 300
+    # `keel db backup` keeps this many full chains in KEEL_DATA_DIR/backups; older ones and
+    # the archived WAL only they need are deleted.
+    backup_keep_full: Annotated[int, Field(ge=1)] = 2
 
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
@@ -223,12 +236,23 @@ class Settings(BaseSettings):
     # The server itself, bypassing PgBouncer: the viewer-cache LISTEN needs a session.
     database_direct_url: str | None = None
 
-    @field_validator("cors_origins", "allowed_hosts", "previous_secret_keys", mode="before")
+    @field_validator(
+        "cors_origins",
+        "allowed_hosts",
+        "previous_secret_keys",
+        "database_replica_urls",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _normalise_replica_urls(cls, value: list[str]) -> list[str]:
+        return [url for url in map(cls._normalise_database_url, value) if url is not None]
 
     @field_validator("database_url", "database_direct_url")
     @classmethod

@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from keel.cli import check, data, insight
+from keel.cli import check, data, insight, replicas
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
@@ -94,6 +94,7 @@ def serve(
             # Workers inherit these: one database, migrations already done.
             os.environ["DATABASE_URL"] = url
             os.environ["KEEL_AUTO_MIGRATE"] = "false"
+            replicas.export_replica_urls(settings)
             if workers > 1:
                 metrics_dir = tempfile.mkdtemp(prefix="keel-metrics-")
                 os.environ[MULTIPROC_ENV] = metrics_dir
@@ -258,6 +259,7 @@ app.add_typer(data.import_app, name="import")
 app.command("worker")(data.worker_command)
 app.add_typer(data.embeddings_app, name="embeddings")
 app.command("check")(check.check_command)
+replicas.register(db_app)
 
 
 def main() -> None:

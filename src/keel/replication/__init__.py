@@ -1,0 +1,1 @@
+"""Replication, backups and their monitoring (README: Replicas, replication and backups)."""
