@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from keel.core.embedded import PORT, _server_account
+from keel.core.embedded import PORT, server_account
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
@@ -66,7 +66,7 @@ logfile = {root}/pgbouncer.log
 pidfile = {root}/pgbouncer.pid
 """
     )
-    account = _server_account()
+    account = server_account()
     kwargs: dict[str, object] = {}
     if account is not None:
         for path in (root, *root.iterdir()):

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def gunicorn(test_database_url: str, tmp_path: Path) -> Iterator[Gunicorn]:
         "WORKER_ENABLED": "false",
         "SHUTDOWN_GRACE_SECONDS": "60",
         "TMPDIR": str(tmp_path),
+        # The image puts its virtualenv first on PATH; here that is this interpreter's.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     }
     assert env["ENVIRONMENT"] == "production"
     log = tmp_path / "gunicorn.log"

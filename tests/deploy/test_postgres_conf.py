@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from keel.core.embedded import EmbeddedPostgresError, _run, _server_account, bin_path
+from keel.core.embedded import EmbeddedPostgresError, bin_path, run_binary, server_account
 from tests.deploy.support import DEPLOY, free_port
 
 PASSWORD = secrets.token_urlsafe(16)
@@ -31,7 +31,7 @@ OVERRIDDEN = {
 
 
 def _own(path: Path, mode: int) -> None:
-    account = _server_account()
+    account = server_account()
     if account is not None:
         os.chown(path, account.pw_uid, account.pw_gid)
     path.chmod(mode)
@@ -50,7 +50,7 @@ def server() -> Iterator[tuple[int, Path]]:
     pwfile.write_text(PASSWORD)
     _own(pwfile, 0o600)
     initdb = [str(bin_path("initdb")), "-D", str(pgdata), "-U", "postgres", "--no-locale"]
-    _run([*initdb, f"--pwfile={pwfile}", "--auth=scram-sha-256"], as_server=True, cwd=root)
+    run_binary([*initdb, f"--pwfile={pwfile}", "--auth=scram-sha-256"], as_server=True, cwd=root)
     for name in ("postgresql.conf", "pg_hba.conf"):
         shutil.copy(DEPLOY / "postgres" / name, pgdata / f"deploy-{name}")
         _own(pgdata / f"deploy-{name}", 0o600)
@@ -71,14 +71,14 @@ ssl = off
         conf.write(overrides)
     pg_ctl = [str(bin_path("pg_ctl")), "-D", str(pgdata), "-w", "-t", "60"]
     try:
-        _run([*pg_ctl, "-l", str(pgdata / "log"), "start"], as_server=True, cwd=root)
+        run_binary([*pg_ctl, "-l", str(pgdata / "log"), "start"], as_server=True, cwd=root)
     except EmbeddedPostgresError as exc:
         log = (pgdata / "log").read_text(errors="replace")
         pytest.fail(f"the server refused deploy/postgres: {exc}\n{log}")
     try:
         yield port, pgdata
     finally:
-        _run([*pg_ctl, "-m", "immediate", "stop"], as_server=True, cwd=root)
+        run_binary([*pg_ctl, "-m", "immediate", "stop"], as_server=True, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
 
 

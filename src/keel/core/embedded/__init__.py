@@ -15,6 +15,8 @@ from keel.core.embedded.process import (
     EmbeddedInUse,
     EmbeddedPostgresError,
     bin_path,
+    run_binary,
+    server_account,
 )
 from keel.core.embedded.server import EmbeddedPostgres, EmbeddedStatus, ServerState
 from keel.core.embedded.supervisor import Supervisor
@@ -29,4 +31,6 @@ __all__ = [
     "ServerState",
     "Supervisor",
     "bin_path",
+    "run_binary",
+    "server_account",
 ]
