@@ -39,6 +39,7 @@ from keel.health.router import router as health_router
 from keel.insight.router import router as insight_router
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
+from keel.orgs.router import router as orgs_router
 from keel.posts.router import router as posts_router
 from keel.search.embeddings import embedder_for, worker_for
 from keel.search.router import router as search_router
@@ -96,6 +97,7 @@ def api_router() -> APIRouter:
     router.include_router(insight_router)
     router.include_router(bulk_router)
     router.include_router(jobs_router)
+    router.include_router(orgs_router)
     return router
 
 

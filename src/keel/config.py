@@ -184,6 +184,9 @@ class Settings(BaseSettings):
     # Parallel workers per Gather for the daily stats (SET LOCAL, that transaction only).
     stats_parallel_workers: Annotated[int, Field(ge=0, le=64)] = 4
 
+    # --- organizations (`/orgs`) ----------------------------------------------
+    org_invitation_hours: Annotated[int, Field(ge=1, le=24 * 90)] = 72  # then it expires
+
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
     min_free_disk_mb: Annotated[int, Field(ge=0)] = 256

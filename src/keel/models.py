@@ -20,6 +20,7 @@ from keel.auth import models as auth_models  # noqa: E402
 from keel.core.idempotency import models as idempotency_models  # noqa: E402
 from keel.documents import models as document_models  # noqa: E402
 from keel.jobs import models as job_models  # noqa: E402
+from keel.orgs import models as org_models  # noqa: E402
 from keel.posts import models as post_models  # noqa: E402
 from keel.search import models as search_models  # noqa: E402
 from keel.users import models as user_models  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "idempotency_models",
     "job_models",
     "metadata",
+    "org_models",
     "post_models",
     "search_models",
     "user_models",
