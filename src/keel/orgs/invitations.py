@@ -120,14 +120,15 @@ async def revoke(session: AsyncSession, actor: OrgActor, invitation_id: Any) -> 
 
 async def accept(session: AsyncSession, viewer: Viewer, token: str) -> dict[str, Any]:
     """Join the organization as the invited role; the invitation is spent."""
-    invitation = await repository.lock_invitation(session, token_hash(token))
-    if invitation is None:
+    found = await repository.lock_invitation(session, token_hash(token))
+    if found is None:
         raise NotFound("No invitation has this token.")
+    invitation, expired = found
     if invitation.revoked_at is not None:
         raise InvitationGone("This invitation was revoked.")
     if invitation.accepted_at is not None:
         raise InvitationGone("This invitation was used already.")
-    if await repository.is_expired(session, invitation):
+    if expired:
         raise InvitationGone("This invitation has expired; ask for a new one.")
     user = await users.find(session, viewer.user_id)
     if user is None or user.email.lower() != invitation.email.lower():

@@ -145,15 +145,18 @@ async def revoke_invitation(session: AsyncSession, tenant_id: UUID, invitation_i
     return (await session.execute(statement)).first() is not None
 
 
-async def lock_invitation(session: AsyncSession, token_hash: bytes) -> Invitation | None:
-    """The invitation with this token, row-locked so two accepts of it serialise."""
-    statement = select(Invitation).where(col(Invitation.token_hash) == token_hash).with_for_update()
-    return (await session.execute(statement)).scalar_one_or_none()
-
-
-async def is_expired(session: AsyncSession, invitation: Invitation) -> bool:
-    """Judged by the database clock, like every other expiry."""
-    return bool(await session.scalar(select(func.now() >= invitation.expires_at)))
+async def lock_invitation(
+    session: AsyncSession, token_hash: bytes
+) -> tuple[Invitation, bool] | None:
+    """The invitation with this token, row-locked so two accepts of it serialise, and whether
+    it has expired (by the database clock, like every other expiry)."""
+    statement = (
+        select(Invitation, func.now() >= col(Invitation.expires_at))
+        .where(col(Invitation.token_hash) == token_hash)
+        .with_for_update(of=Invitation)
+    )
+    row = (await session.execute(statement)).first()
+    return (row[0], bool(row[1])) if row else None
 
 
 async def mark_accepted(session: AsyncSession, invitation: Invitation) -> None:
