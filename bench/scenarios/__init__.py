@@ -22,6 +22,7 @@ NAMES = (
     "imports",
     "embeddings",
     "vectors",
+    "viewer_memberships",
 )
 
 
