@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
-from tests.orgs.factory import ORGS, create_org, personal_org
+from tests.orgs.factory import ORGS, add_member, create_org, personal_org
 from tests.users.factory import PASSWORD, bearer, sign_in, signed_in
 
 
@@ -130,3 +130,19 @@ async def test_platform_admins_act_across_tenants_and_each_use_is_logged(
     with capture_logs() as logs:
         assert (await client.get(ORGS, headers=admin_auth)).status_code == 200
     assert not [entry for entry in logs if entry["event"] == "orgs.cross_tenant_access"]
+
+
+async def test_a_platform_admin_beyond_their_role_is_allowed_and_logged(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    _, owner = await signed_in(app, db_session, client)
+    admin, admin_auth = await signed_in(app, db_session, client, admin=True)
+    org = await create_org(client, owner)
+    await add_member(db_session, org["id"], admin.id, "viewer")
+    with capture_logs() as logs:
+        renamed = await client.patch(
+            f"{ORGS}/{org['id']}", json={"name": "Renamed"}, headers=admin_auth
+        )
+    assert renamed.status_code == 200
+    overrides = [entry for entry in logs if entry["event"] == "orgs.admin_override"]
+    assert [(e["admin_id"], e["permission"]) for e in overrides] == [(str(admin.id), "org.update")]

@@ -14,8 +14,12 @@ from enum import StrEnum
 from typing import Final
 from uuid import UUID
 
+import structlog
+
 from keel.core.errors import Forbidden
 from keel.core.viewer import Role, Viewer
+
+log = structlog.get_logger(__name__)
 
 
 class Permission(StrEnum):
@@ -81,7 +85,8 @@ class OrgActor:
     """The caller acting in one organization (the active organization of the request).
 
     `role` is None only for a platform admin acting in an organization they don't
-    belong to: they hold every permission, and `keel.orgs.deps` logs each such use.
+    belong to. Platform admins hold every permission wherever they act: `keel.orgs.deps`
+    logs their use of a non-member's organization, `require` their use beyond their role.
     """
 
     organization_id: UUID
@@ -95,17 +100,27 @@ class OrgActor:
     @property
     def rank(self) -> int:
         """The caller's strength for the role rules; a platform admin counts as an owner."""
-        return Role.OWNER.rank if self.role is None else self.role.rank
+        if self.role is None or self.viewer.is_superuser:
+            return Role.OWNER.rank
+        return self.role.rank
 
     def may(self, permission: Permission) -> bool:
-        if self.role is None:
-            return self.viewer.is_superuser
-        return allows(self.role, permission)
+        return self.viewer.is_superuser or (self.role is not None and allows(self.role, permission))
 
     def require(self, permission: Permission) -> None:
-        if not self.may(permission):
+        """Forbidden unless the role allows it; a platform admin may anyway, and it is logged."""
+        if self.role is not None and allows(self.role, permission):
+            return
+        if not self.viewer.is_superuser:
             raise Forbidden(
                 f"Your role in this organization does not allow this ({permission}).",
+                permission=str(permission),
+            )
+        if self.role is not None:  # a member, beyond their role (non-members: logged by deps)
+            log.warning(
+                "orgs.admin_override",
+                admin_id=str(self.viewer.user_id),
+                organization_id=str(self.organization_id),
                 permission=str(permission),
             )
 
