@@ -26,6 +26,7 @@ NAMES = (
     "insight",
     "backups",
     "replica_reads",
+    "viewer_memberships",
 )
 
 

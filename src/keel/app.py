@@ -46,6 +46,7 @@ from keel.insight.web.router import router as dashboard_router
 from keel.insight.web.router import static as dashboard_static
 from keel.jobs.router import router as jobs_router
 from keel.migrations import runner
+from keel.orgs.router import router as orgs_router
 from keel.posts.router import router as posts_router
 from keel.replication.router import router as replication_router
 from keel.search.embeddings import embedder_for, worker_for
@@ -106,6 +107,7 @@ def api_router() -> APIRouter:
     router.include_router(bulk_router)
     router.include_router(jobs_router)
     router.include_router(replication_router)
+    router.include_router(orgs_router)
     return router
 
 

@@ -218,6 +218,8 @@ class Settings(BaseSettings):
     # `keel db backup` keeps this many full chains in KEEL_DATA_DIR/backups; older ones and
     # the archived WAL only they need are deleted.
     backup_keep_full: Annotated[int, Field(ge=1)] = 2
+    # --- organizations (`/orgs`) ----------------------------------------------
+    org_invitation_hours: Annotated[int, Field(ge=1, le=24 * 90)] = 72  # then it expires
 
     # --- health --------------------------------------------------------------
     ready_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0

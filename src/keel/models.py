@@ -21,6 +21,7 @@ from keel.core.idempotency import models as idempotency_models  # noqa: E402
 from keel.documents import models as document_models  # noqa: E402
 from keel.insight.pg import models as insight_models  # noqa: E402
 from keel.jobs import models as job_models  # noqa: E402
+from keel.orgs import models as org_models  # noqa: E402
 from keel.posts import models as post_models  # noqa: E402
 from keel.search import models as search_models  # noqa: E402
 from keel.users import models as user_models  # noqa: E402
@@ -33,6 +34,7 @@ __all__ = [
     "insight_models",
     "job_models",
     "metadata",
+    "org_models",
     "post_models",
     "search_models",
     "user_models",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from uuid import UUID
 
 from sqlalchemy import delete, func, select, update
@@ -18,12 +19,17 @@ from keel.auth.models import (
     TokenFamily,
 )
 from keel.core.db import ReadPool
-from keel.core.viewer import Viewer, evict_after_commit
+from keel.core.viewer import Role, Viewer, evict_after_commit
 
-# The caller behind an access token, if its session is open and the account active.
+# The caller behind an access token, if its session is open and the account active, with
+# their memberships (organization ids and roles, from one index) in the same statement.
 VIEWER_QUERY = """
-SELECT u.is_superuser
+SELECT u.is_superuser, m.tenant_ids, m.roles
 FROM app.users AS u JOIN app.token_families AS f ON f.user_id = u.id
+CROSS JOIN LATERAL (
+    SELECT array_agg(tenant_id) AS tenant_ids, array_agg(role) AS roles
+    FROM app.memberships WHERE user_id = u.id
+) AS m
 WHERE u.id = $1 AND f.id = $2 AND f.revoked_at IS NULL AND u.is_active
 """
 
@@ -40,7 +46,16 @@ async def load_viewer(reads: ReadPool, user_id: UUID, family_id: UUID) -> Viewer
     row = await reads.fetchrow(VIEWER_QUERY, user_id, family_id)
     if row is None:
         return None
-    return Viewer(user_id=user_id, family_id=family_id, is_superuser=row[0], is_active=True)
+    tenant_ids, roles = row[1] or (), row[2] or ()
+    return Viewer(
+        user_id=user_id,
+        family_id=family_id,
+        is_superuser=row[0],
+        is_active=True,
+        memberships=MappingProxyType(
+            {tenant: Role(role) for tenant, role in zip(tenant_ids, roles, strict=True)}
+        ),
+    )
 
 
 async def revoke_family(session: AsyncSession, family_id: UUID, reason: str) -> None:

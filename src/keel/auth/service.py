@@ -384,6 +384,6 @@ async def confirm_signup(session: AsyncSession, token: str) -> User:
         hashed_password=request.hashed_password,
         is_verified=True,
     )
-    user = await users.save_user(session, user)
+    user = await users.add_user(session, user)
     log.info("auth.signup_confirmed", user_id=str(user.id))
     return user

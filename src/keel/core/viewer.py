@@ -1,13 +1,15 @@
 """Who is calling: the `Viewer`, and the per-process cache that `LISTEN/NOTIFY` keeps honest.
 
-Authorization needs four facts about a signed-in caller, not their whole account
-row. A `Viewer` carries those facts; domains take it instead of the ORM `User`.
+Authorization needs a few facts about a signed-in caller, not their whole account
+row: who, which session, the platform flags, and their role in each organization
+they belong to. A `Viewer` carries those facts; domains take it instead of the ORM `User`.
 
 Resolving a viewer means a database lookup (is the session open, is the account
 active?). `ViewerCache` keeps the answer per (user, token family) so a hot read
 costs no extra round trip. It stays correct because:
 - migration 0006's triggers `NOTIFY keel_viewer` when a session is revoked or an
-  account is deactivated, deleted, or changes role or password, and
+  account is deactivated, deleted, or changes role or password (and 0012's when a
+  membership is added, changed or removed), and
   `InvalidationListener` evicts the matching entries in every worker;
 - the request that revokes also evicts locally, before it answers;
 - while the listening connection is down nothing is cached (the listener clears
@@ -22,8 +24,10 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Final
 from uuid import UUID
 
@@ -39,6 +43,24 @@ SESSION_INFO_KEY: Final = "viewer_cache"  # where write sessions carry the proce
 log = structlog.get_logger(__name__)
 
 
+class Role(StrEnum):
+    """A member's role in an organization, strongest first (see `keel.orgs.permissions`)."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        """Higher is stronger: owner 3 ... viewer 0."""
+        return _ROLE_RANK[self]
+
+
+_ROLE_RANK: Final = {Role.OWNER: 3, Role.ADMIN: 2, Role.MEMBER: 1, Role.VIEWER: 0}
+NO_MEMBERSHIPS: Final[Mapping[UUID, Role]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """What authorization needs to know about the caller."""
@@ -47,6 +69,11 @@ class Viewer:
     family_id: UUID
     is_superuser: bool
     is_active: bool
+    # organization id -> the caller's role there; loaded with the rest, in one statement.
+    memberships: Mapping[UUID, Role] = field(default=NO_MEMBERSHIPS)
+
+    def role_in(self, organization_id: UUID) -> Role | None:
+        return self.memberships.get(organization_id)
 
 
 type ViewerKey = tuple[UUID, UUID]

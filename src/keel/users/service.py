@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,24 @@ from keel.users.schemas import ADMIN_ONLY_FIELDS, AdminUserCreate, UserCreate, U
 log = structlog.get_logger(__name__)
 CLEARABLE_FIELDS = frozenset({"full_name"})
 
+# Run in the creating transaction for every new account (the orgs domain, a layer above,
+# gives each one a personal organization). Registered by the domain that needs it.
+type UserCreatedHook = Callable[[AsyncSession, User], Awaitable[None]]
+_user_created_hooks: list[UserCreatedHook] = []
+
+
+def on_user_created(hook: UserCreatedHook) -> None:
+    if hook not in _user_created_hooks:
+        _user_created_hooks.append(hook)
+
+
+async def add_user(session: AsyncSession, user: User) -> User:
+    """Insert a new account and run the `on_user_created` hooks in the same transaction."""
+    user = await repository.flush_user(session, user)
+    for hook in _user_created_hooks:
+        await hook(session, user)
+    return user
+
 
 async def create_user(
     session: AsyncSession, passwords: PasswordHasher, data: UserCreate | AdminUserCreate
@@ -33,7 +52,7 @@ async def create_user(
     if isinstance(data, AdminUserCreate):
         user.is_active, user.is_superuser = data.is_active, data.is_superuser
         user.is_verified = data.is_verified
-    return await repository.flush_user(session, user)
+    return await add_user(session, user)
 
 
 async def get_user(session: AsyncSession, user_id: UUID) -> User:

@@ -2,7 +2,7 @@
 job's span can link to that request's span (OpenTelemetry; NULL when tracing is off).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-05
 """
 
