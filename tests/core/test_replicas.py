@@ -8,19 +8,22 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
+from starlette.requests import Request
 
 from keel.app import create_app
-from keel.core.db import asyncpg_dsn
+from keel.core.db import asyncpg_dsn, get_session
 from keel.core.embedded import EmbeddedPostgres, ServerState, Supervisor, standby
 from keel.core.replicas import LSN_COOKIE, LSN_HEADER, ReadContext, parse_lsn, read_context
 from keel.migrations import runner
@@ -126,6 +129,27 @@ async def test_safe_reads_reach_the_replica_and_the_rest_the_primary(app: FastAP
     assert not await _served_by_standby(app, None)  # outside a request: workers, CLI
 
 
+async def _session_served_by_standby(app: FastAPI, method: str, context: ReadContext) -> bool:
+    """What the real `SessionDep` gives a request of `method`: which server answers it."""
+    request = Request({"type": "http", "method": method, "app": app, "headers": []})
+    with read_context(context):
+        sessions = cast(AsyncGenerator[AsyncSession], get_session(request))
+        session = await anext(sessions)
+        try:
+            return bool((await session.execute(text("SELECT pg_is_in_recovery()"))).scalar())
+        finally:
+            await sessions.aclose()
+
+
+async def test_orm_sessions_of_safe_reads_reach_the_replica(app: FastAPI) -> None:
+    assert await _session_served_by_standby(app, "GET", ReadContext(primary_only=False))
+    assert not await _session_served_by_standby(app, "GET", ReadContext(primary_only=True))
+    assert not await _session_served_by_standby(app, "POST", ReadContext(primary_only=False))
+    # A client whose last write the replica has not replayed yet reads the primary.
+    ahead = ReadContext(primary_only=False, min_lsn=2**62)
+    assert not await _session_served_by_standby(app, "GET", ahead)
+
+
 async def test_a_write_then_an_immediate_read_sees_the_write(
     app: FastAPI, client: AsyncClient, session: AsyncSession
 ) -> None:
@@ -170,6 +194,8 @@ async def test_stopping_the_replica_costs_no_errors(
         "/api/v1/posts", headers=auth, json={"title": "t", "content": "c", "is_published": True}
     )
     url = f"/api/v1/posts/{created.json()['id']}"
+    me = (await client.get("/api/v1/users/me", headers=auth)).json()["id"]
+    orm_url = f"/api/v1/users/{me}"  # read through SessionDep's ORM session, not ReadPool
     # The replica has replayed the post: the reads below may use it (the token allows it).
     replicas = app.state.db.reads.replicas
     written = parse_lsn(created.headers[LSN_HEADER]) or 0
@@ -182,8 +208,10 @@ async def test_stopping_the_replica_costs_no_errors(
     statuses = []
     while not stopper.done():
         statuses.append((await client.get(url, headers=auth)).status_code)
+        statuses.append((await client.get(orm_url, headers=auth)).status_code)
     await stopper
     statuses += [(await client.get(url, headers=auth)).status_code for _ in range(20)]
+    statuses += [(await client.get(orm_url, headers=auth)).status_code for _ in range(20)]
     assert set(statuses) == {200}, statuses
     replica = app.state.db.reads.replicas.replicas[0]
     assert not replica.healthy, replica

@@ -6,8 +6,8 @@ Writes and reads take different paths:
 - **Reads** (GET, HEAD) get a session in autocommit: no `BEGIN`/`COMMIT`, so each
   statement is one round trip. Hot reads skip the ORM altogether and run one prepared
   statement on `ReadPool`, a plain asyncpg pool.
-Safe-method reads on `ReadPool` may be served by a streaming replica
-(`keel.core.replicas`); everything else uses the primary.
+Safe-method reads (`ReadPool` and `SessionDep`'s autocommit session) may be served by a
+streaming replica (`keel.core.replicas`); everything else uses the primary.
 No pool pings before use: a dead connection is found when it is used; reads are
 retried once across the reconnect, and anything that can't reach the database is a
 503 with Retry-After (`keel.core.errors.DatabaseUnavailable`).
@@ -15,15 +15,15 @@ retried once across the reconnect, and anything that can't reach the database is
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 from uuid import uuid4
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from keel.config import Settings
-from keel.core.errors import DISCONNECT_ERRORS, DatabaseUnavailable
-from keel.core.replicas import ReplicaFailed, ReplicaSet, current_read_context
+from keel.core.errors import DISCONNECT_ERRORS, DatabaseUnavailable, is_disconnect
+from keel.core.replicas import Replica, ReplicaFailed, ReplicaSet, current_read_context
 from keel.core.viewer import SESSION_INFO_KEY, InvalidationListener, ViewerCache
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -295,8 +295,42 @@ def create_database(
                 "server_settings": server_settings,
             },
         )
+        for replica, replica_url in zip(
+            database.reads.replicas.replicas, replica_urls.values(), strict=True
+        ):
+            replica_engine = create_async_engine(
+                replica_url,
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=settings.db_pool_size,
+                max_overflow=0,
+                pool_timeout=settings.db_pool_timeout,
+                pool_pre_ping=False,
+                pool_recycle=settings.db_pool_recycle,
+                hide_parameters=True,
+                isolation_level="AUTOCOMMIT",
+                connect_args={"server_settings": server_settings, **connect_args},
+            )
+            event.listen(
+                replica_engine.sync_engine,
+                "handle_error",
+                _on_replica_error(database.reads.replicas, replica),
+            )
+            replica.sessions = async_sessionmaker(
+                replica_engine, class_=AsyncSession, expire_on_commit=False, info=info
+            )
     database.listener.on_lost = database.drop_idle_connections
     return database
+
+
+def _on_replica_error(replicas: ReplicaSet, replica: Replica) -> Callable[[ExceptionContext], None]:
+    """Take a replica out of rotation the moment an ORM read loses it, so the request's
+    one retry (`KeelRoute`) reads the primary."""
+
+    def handle(context: ExceptionContext) -> None:
+        if context.is_disconnect or is_disconnect(context.original_exception):
+            replicas.session_failed(replica, context.original_exception)
+
+    return handle
 
 
 def describe_url(url: str) -> str:
@@ -358,7 +392,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """
     database: Database = request.app.state.db
     if request.method in SAFE_METHODS:
-        async with database.read_sessionmaker() as session:
+        replicas = database.reads.replicas
+        replica = replicas.choose(current_read_context()) if replicas is not None else None
+        if replicas is None or replica is None or replica.sessions is None:
+            async with database.read_sessionmaker() as session:
+                yield session
+            return
+        async with replica.sessions() as session:  # a lost replica: see _on_replica_error
             yield session
         return
     async for session in _transaction(database):

@@ -1,7 +1,8 @@
 """Read routing to streaming replicas, with read-your-writes across workers.
 
-Which reads may go to a replica: only `ReadPool` reads made while serving a safe-method
-request (GET, HEAD). Writes, reads inside write requests, and reads outside requests
+Which reads may go to a replica: the reads of a safe-method request (GET, HEAD), both
+`ReadPool`'s hot reads and the autocommit ORM session `SessionDep` gives those requests.
+Writes, reads inside write requests, `TransactionDep` reads and reads outside requests
 (workers, CLI) go to the primary.
 
 Which replica: a healthy one whose replay lag is at most `REPLICA_MAX_LAG_MS`, in turn.
@@ -34,6 +35,7 @@ from typing import Any, Final, NoReturn
 import asyncpg
 import structlog
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.config import Settings
@@ -103,6 +105,8 @@ class Replica:
     lag_ms: float | None = None
     reason: str = "not checked yet"
     held_until: float = 0.0  # after a failed read: out of rotation at least until then
+    # Autocommit ORM sessions on this replica, for safe-method requests' `SessionDep`.
+    sessions: async_sessionmaker[AsyncSession] | None = None
 
     def usable(self, max_lag_ms: int, min_lsn: int | None) -> bool:
         if not self.healthy or self.lag_ms is None or self.lag_ms > max_lag_ms:
@@ -148,6 +152,9 @@ class ReplicaSet:
         for replica in self.replicas:
             if replica.pool is not None:
                 await replica.pool.close()
+            if replica.sessions is not None:
+                engine = replica.sessions.kw["bind"]
+                await engine.dispose()
 
     def choose(self, context: ReadContext | None) -> Replica | None:
         """A replica for this read, or None: read from the primary."""
@@ -177,6 +184,11 @@ class ReplicaSet:
             # form asyncpg reports it (InterfaceError, InternalClientError, OSError, ...)
             await self._lost(replica, pool, exc)
         raise AssertionError("unreachable")
+
+    def session_failed(self, replica: Replica, exc: BaseException) -> None:
+        """An ORM read lost its replica connection: out of rotation, so the retry
+        (`KeelRoute` retries a safe-method request once) reads the primary."""
+        self.take_out(replica, f"read failed: {type(exc).__name__}", hold=READ_FAILURE_HOLD_S)
 
     async def _lost(self, replica: Replica, pool: asyncpg.Pool, exc: Exception) -> NoReturn:
         # Held out for a while even if checks pass: they don't touch the tables reads do.

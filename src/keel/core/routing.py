@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
 from keel.core.errors import is_disconnect
+from keel.core.replicas import current_read_context
 
 # The `responses=` mapping of a route: status code -> OpenAPI response object.
 Responses = dict[int | str, dict[str, Any]]
@@ -71,6 +72,9 @@ class KeelRoute(APIRoute):
                 if not is_disconnect(exc):
                     raise
                 log.info("read_retried", error=type(exc).__name__)
+                context = current_read_context()
+                if context is not None:  # a replica may have failed it: the primary answers
+                    context.primary_only = True
                 return await handler(request)
 
         if retry_reads:
