@@ -31,7 +31,6 @@ from keel.core.metrics import MULTIPROC_ENV
 from keel.core.passwords import PasswordHasher
 from keel.core.protocol import HeaderLimitedProtocol
 from keel.migrations import runner
-from keel.orgs import service as _orgs  # noqa: F401 - new accounts get a personal organization
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
 

@@ -19,8 +19,6 @@ from keel.orgs import repository
 from keel.orgs.models import Organization
 from keel.orgs.permissions import OrgActor, Permission
 from keel.orgs.schemas import OrganizationCreate, OrganizationPublic, OrganizationUpdate
-from keel.users.models import User
-from keel.users.service import on_user_created
 
 log = structlog.get_logger(__name__)
 NO_SUCH_ORGANIZATION = "No such organization."
@@ -32,17 +30,6 @@ def _public(organization: Organization, role: Role | None) -> OrganizationPublic
     return OrganizationPublic.model_validate(
         {**organization.model_dump(), "role": role}, from_attributes=False
     )
-
-
-async def create_personal_organization(session: AsyncSession, user: User) -> None:
-    """The account's own organization, made in the transaction that creates the account."""
-    organization = Organization(name=user.username, slug=f"~{user.username.lower()}")
-    organization.personal = True
-    organization = await repository.add_organization(session, organization)
-    await repository.add_membership(session, organization.id, user.id, Role.OWNER)
-
-
-on_user_created(create_personal_organization)
 
 
 async def create_organization(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -21,23 +20,11 @@ from keel.users.schemas import ADMIN_ONLY_FIELDS, AdminUserCreate, UserCreate, U
 log = structlog.get_logger(__name__)
 CLEARABLE_FIELDS = frozenset({"full_name"})
 
-# Run in the creating transaction for every new account (the orgs domain, a layer above,
-# gives each one a personal organization). Registered by the domain that needs it.
-type UserCreatedHook = Callable[[AsyncSession, User], Awaitable[None]]
-_user_created_hooks: list[UserCreatedHook] = []
-
-
-def on_user_created(hook: UserCreatedHook) -> None:
-    if hook not in _user_created_hooks:
-        _user_created_hooks.append(hook)
-
 
 async def add_user(session: AsyncSession, user: User) -> User:
-    """Insert a new account and run the `on_user_created` hooks in the same transaction."""
-    user = await repository.flush_user(session, user)
-    for hook in _user_created_hooks:
-        await hook(session, user)
-    return user
+    """Insert a new account. The database gives it its personal organization in the same
+    statement (migration 0013's trigger), as it does for imported and seeded accounts."""
+    return await repository.flush_user(session, user)
 
 
 async def create_user(
