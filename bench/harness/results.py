@@ -87,3 +87,22 @@ def server_line(data: Mapping[str, Any]) -> str:
 
 def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def rounds_table(data: Mapping[str, Any], *, cpu: bool = False) -> str:
+    """Each variant's median and per-round req/s, latency and the other processes' CPU
+    (`cpu`: also the server's and PostgreSQL's), from `load.summarise` and its rounds."""
+    header = ["run", "median req/s", "per round", "p50 ms", "p99 ms"]
+    header += ["CPU % server / pg"] if cpu else []
+    rows = []
+    for key, m in data["medians"].items():
+        row = [
+            f"`{key}`",
+            f"{m['requests_per_sec']:,.0f}",
+            " / ".join(f"{r['requests_per_sec']:,.0f}" for r in data["rounds"][key]),
+            f"{m['p50_ms']:.2f}",
+            f"{m['p99_ms']:.2f}",
+        ]
+        row += [f"{m['server_cpu_pct']:.0f} / {m['postgres_cpu_pct']:.0f}"] if cpu else []
+        rows.append([*row, f"{m['other_cpu_pct']:.0f}"])
+    return markdown_table([*header, "other CPU %"], rows)

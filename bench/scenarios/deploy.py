@@ -16,7 +16,6 @@ competes with the server and PostgreSQL, as it would on a shared host.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,15 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
-from bench.harness.noise import noise_warning, settle
+from bench.harness.base import API
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
+from bench.harness.noise import noise_warning
 from bench.harness.otlp import otlp_sink
-from bench.harness.pg import embedded_cluster, read_fixture
 from bench.harness.pgbouncer import pgbouncer
-from bench.harness.proc import source_tree
 from bench.harness.scenario import Results, Scenario, first_line
-from bench.harness.server import add_server_args, new_secret, server_config
-from bench.harness.wrk import Load, require_wrk
+from bench.harness.seeded import seeded_reads
+from bench.harness.server import add_server_args
+from bench.harness.wrk import Load
 
 NAME = "deploy"
 DIRECT = ld.Variant("direct", "keel.app:create_app", has_request_id=True)
@@ -59,48 +57,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_wrk()
-    options = ld.LoadOptions.from_args(args)
-    config = server_config(args)
-    config.prepare()
-    others = settle(args.quiet_wait, args.other_wait)
     with (
-        source_tree(args.ref) as src,
-        embedded_cluster() as pg,
-        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+        seeded_reads(args, seed_value=args.seed) as (
+            options,
+            config,
+            others,
+            pg,
+            tmp,
+            env,
+            seeded,
+            fixture,
+        ),
+        pgbouncer(pg.url, pool_size=args.pool) as bouncer_url,
+        otlp_sink() as otlp,
     ):
-        env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
-        env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
-        with pgbouncer(pg.url, pool_size=args.pool) as bouncer_url, otlp_sink() as otlp:
-            bounced = ld.Variant(
-                "pgbouncer",
-                "keel.app:create_app",
-                env={
-                    "DATABASE_URL": bouncer_url,
-                    "DB_PGBOUNCER": "true",
-                    "DATABASE_DIRECT_URL": pg.url,
-                },
-                has_request_id=True,
-            )
-            traced = ld.Variant(
-                "otel_on",
-                "keel.app:create_app",
-                env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_SAMPLER": "always_on"},
-                has_request_id=True,
-            )
-            variants = (DIRECT, bounced, ABSENT, traced)
-            with ld.serve_variants(variants, env, Path(tmp)) as servers:
-                with httpx.Client(base_url=servers["direct"].url(), timeout=30) as client:
-                    auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-                paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
-                for variant in variants:
-                    ld.check_reply(servers[variant.key], paths[0], auth, variant)
-                load = Load(f"{API}/posts/{{id}}", paths, auth)
-                measured = [ld.Measured(key, servers[key], load) for key in KEYS]
-                rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
+        bounced = ld.Variant(
+            "pgbouncer",
+            "keel.app:create_app",
+            env={
+                "DATABASE_URL": bouncer_url,
+                "DB_PGBOUNCER": "true",
+                "DATABASE_DIRECT_URL": pg.url,
+            },
+            has_request_id=True,
+        )
+        traced = ld.Variant(
+            "otel_on",
+            "keel.app:create_app",
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp, "OTEL_TRACES_SAMPLER": "always_on"},
+            has_request_id=True,
+        )
+        variants = (DIRECT, bounced, ABSENT, traced)
+        with ld.serve_variants(variants, env, Path(tmp)) as servers:
+            with httpx.Client(base_url=servers["direct"].url(), timeout=30) as client:
+                auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
+            paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
+            for variant in variants:
+                ld.check_reply(servers[variant.key], paths[0], auth, variant)
+            load = Load(f"{API}/posts/{{id}}", paths, auth)
+            measured = [ld.Measured(key, servers[key], load) for key in KEYS]
+            rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
     figures = {}
     for figure, key, base, _, target in PAIRS:
@@ -146,25 +142,12 @@ HEADER = ["figure", "ratio", "µs/req (measured / baseline)", "target"]
 
 def render(data: Mapping[str, Any]) -> str:
     s, med = data["settings"], data["medians"]
-    per_key = [
-        [
-            f"`{key}`",
-            f"{m['requests_per_sec']:,.0f}",
-            " / ".join(f"{r['requests_per_sec']:,.0f}" for r in data["rounds"][key]),
-            f"{m['p50_ms']:.2f}",
-            f"{m['p99_ms']:.2f}",
-            f"{m['other_cpu_pct']:.0f}",
-        ]
-        for key, m in med.items()
-    ]
     lines = [
         f"### Deployment choices ({data['timestamp']}, {data['commit'][:12]})",
         "",
         res.markdown_table(HEADER, _rows(data)),
         "",
-        res.markdown_table(
-            ["run", "median req/s", "per round", "p50 ms", "p99 ms", "other CPU %"], per_key
-        ),
+        res.rounds_table(data),
         "",
         f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
         f"alternating rounds; PgBouncer {s['pool_mode']} pooling, pool {s['pgbouncer_pool']}. "

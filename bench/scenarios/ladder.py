@@ -19,7 +19,6 @@ with production defaults, and with `--limiter off` (written as `ladder__limiter-
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,12 @@ import httpx
 from bench.harness import load as ld
 from bench.harness import results as res
 from bench.harness.base import API, BenchError, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
-from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import embedded_cluster, read_fixture
-from bench.harness.proc import source_tree
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
+from bench.harness.noise import noise_warning
 from bench.harness.scenario import Results, Scenario, first_line
-from bench.harness.server import Server, add_server_args, new_secret, server_config
-from bench.harness.wrk import Load, path_picker_lua, require_wrk, run_wrk
+from bench.harness.seeded import seeded_reads
+from bench.harness.server import Server, add_server_args
+from bench.harness.wrk import Load, path_picker_lua, run_wrk
 
 NAME = "ladder"
 RUNGS = (
@@ -106,23 +104,17 @@ def _memory_runs(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_wrk()
-    options = ld.LoadOptions.from_args(args)
-    config = server_config(args)
-    config.prepare()
-    others = settle(args.quiet_wait, args.other_wait)
-    with (
-        source_tree(args.ref) as src,
-        embedded_cluster() as pg,
-        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+    with seeded_reads(args, seed_value=args.seed) as (
+        options,
+        config,
+        others,
+        pg,
+        tmp,
+        env,
+        seeded,
+        fixture,
     ):
-        env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
-        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         username, ids = fixture.username, fixture.post_ids
-        env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with ld.serve_variants(RUNGS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))

@@ -11,7 +11,6 @@ primary), so the figure prices the routing itself.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,14 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
-from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import embedded_cluster, psql, read_fixture
-from bench.harness.proc import source_tree
+from bench.harness.base import API
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
+from bench.harness.noise import noise_warning
+from bench.harness.pg import psql
 from bench.harness.scenario import Results, Scenario, first_line
-from bench.harness.server import add_server_args, new_secret, server_config
-from bench.harness.wrk import Load, require_wrk
+from bench.harness.seeded import seeded_reads
+from bench.harness.server import add_server_args
+from bench.harness.wrk import Load
 from keel.core.embedded import standby
 
 NAME = "replica_reads"
@@ -44,20 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_wrk()
-    options = ld.LoadOptions.from_args(args)
-    config = server_config(args)
-    config.prepare()
-    others = settle(args.quiet_wait, args.other_wait)
-    with (
-        source_tree(args.ref) as src,
-        embedded_cluster() as pg,
-        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+    with seeded_reads(args, seed_value=3) as (
+        options,
+        config,
+        others,
+        pg,
+        tmp,
+        env,
+        seeded,
+        fixture,
     ):
-        env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=3, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
         replica = standby.add_replica(pg, "bench")
         on = ld.Variant(
             "routing_on",

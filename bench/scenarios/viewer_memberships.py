@@ -17,7 +17,6 @@ per request for each (the round trips: the memberships add none).
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,14 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
-from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import embedded_cluster, psql, read_fixture
-from bench.harness.proc import source_tree
+from bench.harness.base import API
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
+from bench.harness.noise import noise_warning
+from bench.harness.pg import psql
 from bench.harness.scenario import Results, Scenario, first_line
-from bench.harness.server import add_server_args, new_secret, server_config
-from bench.harness.wrk import Load, require_wrk
+from bench.harness.seeded import seeded_reads
+from bench.harness.server import add_server_args
+from bench.harness.wrk import Load
 
 NAME = "viewer_memberships"
 UNCACHED = {"VIEWER_CACHE_SIZE": "0"}
@@ -91,23 +90,17 @@ def _join_organizations(pg: Any, user_id: str, count: int) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_wrk()
-    options = ld.LoadOptions.from_args(args)
-    config = server_config(args)
-    config.prepare()
-    others = settle(args.quiet_wait, args.other_wait)
-    with (
-        source_tree(args.ref) as src,
-        embedded_cluster() as pg,
-        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+    with seeded_reads(args, seed_value=args.seed) as (
+        options,
+        config,
+        others,
+        pg,
+        tmp,
+        env,
+        seeded,
+        fixture,
     ):
-        env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
-        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         seeded["reader_memberships"] = _join_organizations(pg, fixture.user_id, args.memberships)
-        env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with ld.serve_variants(VARIANTS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
@@ -177,25 +170,12 @@ HEADER = ["figure", "with ÷ without", "µs/req with / without", "SQL statements
 
 def render(data: Mapping[str, Any]) -> str:
     s, med = data["settings"], data["medians"]
-    per_key = [
-        [
-            f"`{key}`",
-            f"{m['requests_per_sec']:,.0f}",
-            " / ".join(f"{r['requests_per_sec']:,.0f}" for r in data["rounds"][key]),
-            f"{m['p50_ms']:.2f}",
-            f"{m['p99_ms']:.2f}",
-            f"{m['other_cpu_pct']:.0f}",
-        ]
-        for key, m in med.items()
-    ]
     lines = [
         f"### Viewer memberships ({data['timestamp']}, {data['commit'][:12]})",
         "",
         res.markdown_table(HEADER, _rows(data)),
         "",
-        res.markdown_table(
-            ["run", "median req/s", "per round", "p50 ms", "p99 ms", "other CPU %"], per_key
-        ),
+        res.rounds_table(data),
         "",
         f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
         f"alternating rounds, {s['warmup']}s warm-up; the reader belongs to "

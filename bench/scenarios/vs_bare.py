@@ -16,7 +16,6 @@ server's core being saturated), what Keel adds, and SQL statements per request
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,13 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, get_ok, login, seed
-from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import embedded_cluster, read_fixture
-from bench.harness.proc import source_tree
+from bench.harness.base import API
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, get_ok, login
+from bench.harness.noise import noise_warning
 from bench.harness.scenario import Results, Scenario, first_line
-from bench.harness.server import add_server_args, new_secret, server_config
-from bench.harness.wrk import Load, require_wrk
+from bench.harness.seeded import seeded_reads
+from bench.harness.server import add_server_args
+from bench.harness.wrk import Load
 
 NAME = "vs_bare"
 KEEL = ld.Variant("keel", "keel.app:create_app", has_request_id=True)
@@ -60,23 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_wrk()
-    options = ld.LoadOptions.from_args(args)
-    config = server_config(args)
-    config.prepare()
-    others = settle(args.quiet_wait, args.other_wait)
-    with (
-        source_tree(args.ref) as src,
-        embedded_cluster() as pg,
-        tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
+    with seeded_reads(args, seed_value=args.seed) as (
+        options,
+        config,
+        others,
+        pg,
+        tmp,
+        env,
+        seeded,
+        fixture,
     ):
-        env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
-        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         username, user_id, ids = fixture.username, fixture.user_id, fixture.post_ids
-        env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with ld.serve_variants((KEEL, BARE), env, Path(tmp)) as servers:
             keel, bare = servers["keel"], servers["bare"]
             with httpx.Client(base_url=keel.url(), timeout=30) as client:
@@ -156,35 +148,12 @@ HEADER = ["figure", "Keel ÷ bare", "µs/req Keel / bare (Keel adds)", "SQL stat
 
 def render(data: Mapping[str, Any]) -> str:
     s, med = data["settings"], data["medians"]
-    per_key = [
-        [
-            f"`{key}`",
-            f"{m['requests_per_sec']:,.0f}",
-            " / ".join(f"{r['requests_per_sec']:,.0f}" for r in data["rounds"][key]),
-            f"{m['p50_ms']:.2f}",
-            f"{m['p99_ms']:.2f}",
-            f"{m['server_cpu_pct']:.0f} / {m['postgres_cpu_pct']:.0f}",
-            f"{m['other_cpu_pct']:.0f}",
-        ]
-        for key, m in med.items()
-    ]
     lines = [
         f"### Keel ÷ bare FastAPI + asyncpg ({data['timestamp']}, {data['commit'][:12]})",
         "",
         res.markdown_table(HEADER, _rows(data)),
         "",
-        res.markdown_table(
-            [
-                "run",
-                "median req/s",
-                "per round",
-                "p50 ms",
-                "p99 ms",
-                "CPU % server / pg",
-                "other CPU %",
-            ],
-            per_key,
-        ),
+        res.rounds_table(data, cpu=True),
         "",
         f"wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s, {s['rounds']} "
         f"alternating rounds, {s['warmup']}s warm-up; both servers one uvicorn worker on the "
