@@ -27,6 +27,7 @@ import pytest
 from keel.config import SECRET_FILE_NAME, Settings
 from keel.core.embedded import bin_path
 from keel.migrations.runner import head_revision
+from tests.processes import children_of, environ_of, free_port
 
 STARTUP_TIMEOUT_S = 180.0  # initdb + server start + migrations, on a slow CI machine
 STOP_TIMEOUT_S = 60.0
@@ -41,13 +42,6 @@ SETTINGS_ENV = {name.upper() for name in Settings.model_fields} | {
     "KEEL_AUTO_MIGRATE",
     "PROMETHEUS_MULTIPROC_DIR",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def keel_env(data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -98,25 +92,6 @@ def workers_of(pid: int) -> list[int]:
             if b"--multiprocessing-fork" in Path(f"/proc/{child}/cmdline").read_bytes():
                 workers.append(child)
     return workers
-
-
-def children_of(pid: int) -> list[int]:
-    """Live direct children of pid (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    pairs = (item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-    return dict(pairs)
 
 
 def counter_value(metrics_text: str, name: str, **labels: str) -> float:

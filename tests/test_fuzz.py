@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from keel.bulk.router import ROW_LEVEL_VALIDATION
 from keel.core.openapi import BODY_ERRORS
 from keel.migrations import runner
 from tests.conftest import asyncpg_dsn, url_for_database
+from tests.processes import free_port
 
 MAX_EXAMPLES = 50  # per operation, in the fuzzing phase
 # Every operation with a body may answer this 400 to a malformed body; it is not semantic.
@@ -109,13 +109,6 @@ def fuzz_config(document: dict[str, Any], base_url: str) -> dict[str, Any]:
         "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
         "operations": semantic + row_level,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def in_thread[T](function: Callable[..., T], *args: Any) -> T:

@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from keel.core.docs import DOCS_CSP, REDOC_CSP
-from tests.deploy.support import clean_environ, free_port, wait_for
+from tests.deploy.support import clean_environ, wait_for
+from tests.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = secrets.token_urlsafe(16)

@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from keel.core import tracing
-from tests.deploy.support import clean_environ, free_port, wait_for
+from tests.deploy.support import clean_environ, wait_for
+from tests.processes import free_port
 
 API = "/api/v1"
 PASSWORD = "correct horse battery staple"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +17,6 @@ STOP_TIMEOUT_S = 60.0
 
 # Keel settings a developer's shell may carry: never let them leak into a test's process.
 SETTINGS_PREFIXES = ("DATABASE_", "DB_", "REDIS_", "KEEL_", "PROMETHEUS_", "WEB_", "OTEL_")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_environ() -> dict[str, str]:
@@ -62,25 +54,6 @@ def image_environment() -> dict[str, str]:
                 env[key] = value
     env.pop("PATH", None)
     return env
-
-
-def children_of(pid: int) -> list[int]:
-    """Live direct children of pid (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    pairs = (item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-    return dict(pairs)
 
 
 def wait_for[T](probe: Callable[[], T | None], what: str, timeout: float = STARTUP_TIMEOUT_S) -> T:

@@ -26,13 +26,12 @@ import pytest
 from tests.deploy.support import (
     DEPLOY,
     STOP_TIMEOUT_S,
-    children_of,
     clean_environ,
-    free_port,
     image_command,
     image_environment,
     wait_for,
 )
+from tests.processes import children_of, free_port
 
 WORKERS = 2
 METRICS_TOKEN = secrets.token_urlsafe(24)

@@ -19,7 +19,8 @@ import asyncpg
 import pytest
 
 from keel.core.embedded import EmbeddedPostgresError, bin_path, run_binary, server_account
-from tests.deploy.support import DEPLOY, free_port
+from tests.deploy.support import DEPLOY
+from tests.processes import free_port
 
 PASSWORD = secrets.token_urlsafe(16)
 # The only complaint allowed: hostssl lines can't match on a build without OpenSSL.
