@@ -242,17 +242,8 @@ def create_database(
         server_settings["jit"] = "off"
         if settings.db_statement_timeout_ms:
             server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
-    engine = create_async_engine(
-        engine_url,
-        poolclass=AsyncAdaptedQueuePool,
-        pool_size=settings.db_pool_size,
-        max_overflow=0,
-        pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=False,  # a dead connection is found on use; see the module docstring
-        pool_recycle=settings.db_pool_recycle,
-        hide_parameters=True,  # errors must never carry values such as password hashes
-        connect_args={"server_settings": server_settings, **connect_args},
-    )
+    connect_args["server_settings"] = server_settings
+    engine = _engine(engine_url, settings, connect_args)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     viewers = ViewerCache(
         max_entries=settings.viewer_cache_size, ttl_seconds=settings.viewer_cache_ttl_seconds
@@ -298,17 +289,8 @@ def create_database(
         for replica, replica_url in zip(
             database.reads.replicas.replicas, replica_urls.values(), strict=True
         ):
-            replica_engine = create_async_engine(
-                replica_url,
-                poolclass=AsyncAdaptedQueuePool,
-                pool_size=settings.db_pool_size,
-                max_overflow=0,
-                pool_timeout=settings.db_pool_timeout,
-                pool_pre_ping=False,
-                pool_recycle=settings.db_pool_recycle,
-                hide_parameters=True,
-                isolation_level="AUTOCOMMIT",
-                connect_args={"server_settings": server_settings, **connect_args},
+            replica_engine = _engine(
+                replica_url, settings, connect_args, isolation_level="AUTOCOMMIT"
             )
             event.listen(
                 replica_engine.sync_engine,
@@ -320,6 +302,23 @@ def create_database(
             )
     database.listener.on_lost = database.drop_idle_connections
     return database
+
+
+def _engine(
+    url: str, settings: Settings, connect_args: dict[str, Any], **options: Any
+) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.db_pool_timeout,
+        pool_pre_ping=False,  # a dead connection is found on use; see the module docstring
+        pool_recycle=settings.db_pool_recycle,
+        hide_parameters=True,  # errors must never carry values such as password hashes
+        connect_args=connect_args,
+        **options,
+    )
 
 
 def _on_replica_error(replicas: ReplicaSet, replica: Replica) -> Callable[[ExceptionContext], None]:
