@@ -19,7 +19,7 @@ from keel.auth.service import load_viewer
 from keel.bulk.router import router as bulk_router
 from keel.config import Settings, get_settings
 from keel.core import metrics, tracing
-from keel.core.db import Database, create_database, verify_server
+from keel.core.db import Database, create_database
 from keel.core.deps import Services, enforce_api_rate_limit
 from keel.core.docs import install_offline_docs
 from keel.core.embedded import EmbeddedPostgres
@@ -35,6 +35,7 @@ from keel.core.middleware import (
 )
 from keel.core.openapi import install_problem_openapi
 from keel.core.replicas import ReadRoutingMiddleware, replica_urls
+from keel.core.server_checks import verify_server
 from keel.core.uploads import BodyReadTimeoutMiddleware, HeavyOperations
 from keel.documents.router import router as documents_router
 from keel.health.router import router as health_router

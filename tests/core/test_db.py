@@ -14,11 +14,9 @@ from structlog.testing import capture_logs
 
 from keel.app import create_app
 from keel.config import Settings
-from keel.core.db import (
-    Database,
+from keel.core.db import Database, SessionDep, create_database
+from keel.core.server_checks import (
     DatabaseUnsupported,
-    SessionDep,
-    create_database,
     missing_extensions_message,
     verify_server,
 )

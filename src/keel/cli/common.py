@@ -11,8 +11,9 @@ import typer
 from pydantic import ValidationError
 
 from keel.config import Settings, get_settings
-from keel.core.db import DatabaseUnsupported, create_database, verify_server
+from keel.core.db import create_database
 from keel.core.embedded import EmbeddedPostgres, Supervisor
+from keel.core.server_checks import DatabaseUnsupported, verify_server
 
 
 def fail(message: str) -> NoReturn:

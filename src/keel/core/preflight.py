@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keel.config import MIN_SECRET_LENGTH, PLACEHOLDER_SECRETS, Settings
-from keel.core.db import DatabaseUnsupported, verify_server
+from keel.core.server_checks import DatabaseUnsupported, verify_server
 
 Severity = Literal["error", "warning"]
 DEFAULT_ALLOWED_HOSTS = frozenset(Settings.model_fields["allowed_hosts"].get_default())

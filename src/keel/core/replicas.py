@@ -34,13 +34,13 @@ from typing import Any, Final, NoReturn
 
 import asyncpg
 import structlog
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.config import Settings
 from keel.core.embedded import EmbeddedPostgres
 from keel.core.errors import DISCONNECT_ERRORS
+from keel.core.server_checks import describe_url
 
 log = structlog.get_logger(__name__)
 
@@ -309,13 +309,6 @@ def replica_urls(settings: Settings, embedded: EmbeddedPostgres | None) -> dict[
     if embedded is not None:
         urls |= {replica.data_dir.name: replica.url for replica in embedded.replicas()}
     return urls
-
-
-def describe_url(url: str) -> str:
-    """Where a URL points, without its password."""
-    parsed = make_url(url)
-    where = parsed.query.get("host") or f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
-    return f"{where}/{parsed.database}"
 
 
 def _token_from(scope: Scope) -> int | None:
