@@ -4,8 +4,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
 import stat
@@ -18,6 +16,7 @@ from urllib.parse import quote
 
 import structlog
 
+from keel.core.embedded.config import write_keel_conf
 from keel.core.embedded.process import (
     PORT,
     EmbeddedInUse,
@@ -30,36 +29,9 @@ from keel.core.embedded.process import (
     server_account,
     socket_dir_for,
 )
+from keel.core.embedded.server_log import log_size, log_tail, report_recovery
 
 log = structlog.get_logger("keel.core.embedded")
-
-_INCLUDE_LINE = "include_if_exists = 'keel.conf'"
-_KEEL_CONF = """\
-# Managed by keel: rewritten on every start. Put overrides in postgresql.auto.conf.
-listen_addresses = ''
-port = {port}
-unix_socket_directories = '{socket_dir}'
-unix_socket_permissions = 0700
-max_connections = 200
-shared_buffers = '128MB'
-shared_preload_libraries = 'pg_stat_statements'
-pg_stat_statements.track = all
-track_io_timing = on
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-logging_collector = off
-log_line_prefix = '%m [%p] %q%u@%d '
-# Replicas, logical replication and backups (keel.core.embedded.standby, keel.replication).
-wal_level = logical
-summarize_wal = on
-hot_standby_feedback = on
-sync_replication_slots = on  # standbys keep copies of failover logical slots (17+)
-max_slot_wal_keep_size = '2GB'
-archive_mode = on
-# Archives only once `keel db backup` has created the archive dir; until then WAL is recycled.
-archive_command = 'test ! -d {archive_dir} || test -f {archive_dir}/%f || cp %p {archive_dir}/%f'
-"""
 
 
 class ServerState(StrEnum):
@@ -67,15 +39,6 @@ class ServerState(StrEnum):
     CRASHED = "crashed"  # postmaster.pid names a postmaster that is gone
     STOPPED = "stopped"  # shut down cleanly: no pid file, no process left
     CHANGING = "changing"  # no pid file, but processes of this cluster live (starting, stopping)
-
-
-# What a crash recovery writes to the server log (PostgreSQL 17/18 wording).
-_RECOVERY_LINE = re.compile(
-    r"database system was (?:interrupted|not properly shut down)|automatic recovery|"
-    r"redo (?:starts|done) at|redo is not required|invalid record length|checkpoint complete"
-)
-_REDO_START = re.compile(r"redo starts at (\S+)")
-_REDO_DONE = re.compile(r"redo done at (\S+)")
 
 
 @dataclass(frozen=True)
@@ -279,16 +242,7 @@ class EmbeddedPostgres:
             run_binary([*base, "--no-locale"], as_server=True, cwd=self.data_dir)
 
     def _write_config(self) -> None:
-        conf = self.pgdata / "postgresql.conf"
-        if _INCLUDE_LINE not in conf.read_text():
-            with conf.open("a") as fh:
-                fh.write(f"\n{_INCLUDE_LINE}\n")
-        keel_conf = self.pgdata / "keel.conf"
-        socket_dir = str(self.socket_dir).replace("'", "''")
-        archive = shlex.quote(str(self.archive_dir)).replace("%", "%%").replace("'", "''")
-        conf_text = _KEEL_CONF.format(port=PORT, socket_dir=socket_dir, archive_dir=archive)
-        keel_conf.write_text(conf_text)
-        keel_conf.chmod(0o600)  # like every file postgres writes in pgdata
+        keel_conf = write_keel_conf(self.pgdata, self.socket_dir, self.archive_dir)
         self._chown(keel_conf)
         self.log_file.parent.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.log_file.parent)
@@ -335,43 +289,8 @@ class EmbeddedPostgres:
             time.sleep(0.05)
         raise EmbeddedPostgresError(f"postgres processes {orphans} still use {self.pgdata}")
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no server log: {exc})"
-
-    def _log_size(self) -> int:
-        try:
-            return self.log_file.stat().st_size
-        except OSError:
-            return 0
-
-    def _report_recovery(self, log_offset: int) -> None:
-        """Log the crash recovery (WAL replay) the server just ran, if it ran one."""
-        if (self.pgdata / "standby.signal").exists():
-            return  # a standby replays WAL by design: that is no crash recovery
-        try:
-            with self.log_file.open("rb") as fh:
-                fh.seek(log_offset)
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return
-        if "automatic recovery in progress" not in text and "redo starts at" not in text:
-            return
-        lines = [line for line in text.splitlines() if _RECOVERY_LINE.search(line)]
-        start, done = _REDO_START.search(text), _REDO_DONE.search(text)
-        log.warning(
-            "embedded_pg.crash_recovery",
-            pgdata=str(self.pgdata),
-            redo_start=start.group(1) if start else None,
-            redo_done=done.group(1) if done else None,
-            wal_replayed=start is not None,
-            log=lines[-12:],
-        )
-
     def _start(self) -> int:
-        log_offset = self._log_size()
+        log_offset = log_size(self.log_file)
         try:
             self._pg_ctl("-l", str(self.log_file), "start")
             pid = self._running_pid()
@@ -380,12 +299,13 @@ class EmbeddedPostgres:
         except EmbeddedPostgresError as exc:
             raise EmbeddedPostgresError(
                 f"could not start embedded PostgreSQL in {self.pgdata}: {exc}\n"
-                f"--- tail of {self.log_file} ---\n{self._log_tail()}"
+                f"--- tail of {self.log_file} ---\n{log_tail(self.log_file)}"
             ) from exc
         log.info(
             "embedded_pg.started", pid=pid, pgdata=str(self.pgdata), socket=str(self.socket_dir)
         )
-        self._report_recovery(log_offset)
+        if not (self.pgdata / "standby.signal").exists():  # standbys replay WAL by design
+            report_recovery(self.log_file, self.pgdata, log_offset)
         return pid
 
     def replicas(self) -> list["EmbeddedPostgres"]:
@@ -428,7 +348,7 @@ class EmbeddedPostgres:
                 log.info("embedded_pg.stopped", pid=pid, mode=mode, pgdata=str(self.pgdata))
                 return
         raise EmbeddedPostgresError(
-            f"could not stop embedded PostgreSQL (pid {pid})\n{self._log_tail()}"
+            f"could not stop embedded PostgreSQL (pid {pid})\n{log_tail(self.log_file)}"
         )
 
     def _ensure_database(self) -> None:
