@@ -269,8 +269,8 @@ class ReadRoutingMiddleware:
         self.token_seconds = token_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or not _has_replicas(scope):
+            await self.app(scope, receive, send)  # nothing to route: no work per request
             return
         if scope["method"] not in _SAFE_METHODS:
             context = ReadContext(primary_only=True)
@@ -309,6 +309,11 @@ def replica_urls(settings: Settings, embedded: EmbeddedPostgres | None) -> dict[
     if embedded is not None:
         urls |= {replica.data_dir.name: replica.url for replica in embedded.replicas()}
     return urls
+
+
+def _has_replicas(scope: Scope) -> bool:
+    database = getattr(scope["app"].state, "db", None)  # set by the lifespan
+    return database is not None and database.reads.replicas is not None
 
 
 def _token_from(scope: Scope) -> int | None:
