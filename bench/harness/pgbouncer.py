@@ -17,16 +17,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from bench.harness.proc import free_port
 from keel.core.embedded import PORT, server_account
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _accepting(port: int) -> bool:
@@ -47,7 +41,7 @@ def pgbouncer(server_url: str, *, pool_size: int = 2) -> Iterator[str]:
     socket_dir = parsed.query.get("host")
     host = f"host={socket_dir} port={PORT}" if socket_dir else f"host={parsed.host}"
     root = Path(tempfile.mkdtemp(prefix="keel-pgbouncer-"))
-    port = _free_port()
+    port = free_port()
     (root / "users.txt").write_text(f'"{parsed.username}" ""\n')
     (root / "pgbouncer.ini").write_text(
         f"""[databases]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from keel.core.ratelimit import (
     rate_limit_headers,
     too_many_requests,
 )
+from tests.processes import free_port
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 LIMIT = "3/minute"
@@ -275,12 +275,6 @@ def test_rate_limit_headers_for_an_allowed_request() -> None:
 
 
 # --- Redis dying mid-run ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrivateRedis:

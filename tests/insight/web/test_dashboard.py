@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,17 +27,11 @@ from keel.insight.pg import snapshots
 from keel.insight.web.router import CSP, PAGES
 from keel.jobs.worker import Worker
 from tests.conftest import asyncpg_dsn
+from tests.processes import free_port
 from tests.users.factory import PASSWORD, make_user
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager
