@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Column, DateTime, text
+from sqlalchemy import Column, DateTime, ForeignKey, text
 
 APP_SCHEMA = "app"  # the schema every Keel table lives in
 
@@ -20,3 +20,10 @@ def updated_at_column() -> Any:
 
 def optional_timestamp_column() -> Any:
     return Column(DateTime(timezone=True), nullable=True)
+
+
+def tenant_column() -> Any:
+    """`tenant_id`: the organization owning the row, first column of its primary key."""
+    return Column(
+        ForeignKey("app.organizations.id", ondelete="CASCADE"), primary_key=True, nullable=False
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from keel.config import Settings
-from keel.core.columns import created_at_column, updated_at_column
+from keel.core.columns import created_at_column, tenant_column, updated_at_column
 from keel.core.ids import uuid7
 
 Metric = Literal["cosine", "l2", "inner_product", "l1"]
@@ -90,9 +90,11 @@ DEFAULTS = Settings.model_construct()
 class Document(SQLModel, table=True):
     __tablename__ = "documents"
     __table_args__ = (
+        Index("ix_documents_tenant_id_owner_id", "tenant_id", "owner_id"),
         Index("ix_documents_owner_id", "owner_id"),
         Index(
-            "ix_documents_metadata",
+            "ix_documents_tenant_id_metadata",
+            "tenant_id",
             "metadata",
             postgresql_using="gin",
             postgresql_ops={"metadata": "jsonb_path_ops"},
@@ -101,6 +103,7 @@ class Document(SQLModel, table=True):
         {"schema": "app"},
     )
 
+    tenant_id: UUID = Field(sa_column=tenant_column())
     id: UUID = Field(default_factory=uuid7, primary_key=True)
     owner_id: UUID = Field(
         sa_column=Column(ForeignKey("app.users.id", ondelete="CASCADE"), nullable=False)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import CheckConstraint, Column, Index, Integer, Text, text
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -28,11 +28,22 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         Index("ix_jobs_ready", "run_at", postgresql_where=text("status = 'queued'")),
         Index("ix_jobs_running", "locked_at", postgresql_where=text("status = 'running'")),
+        Index(
+            "ix_jobs_tenant_id_created_at",
+            "tenant_id",
+            text("created_at DESC"),
+            postgresql_where=text("tenant_id IS NOT NULL"),
+        ),
         CheckConstraint("status IN ('queued', 'running', 'failed')", name="status"),
         {"schema": "app"},
     )
 
     id: UUID = Field(default_factory=uuid7, primary_key=True)
+    # The organization the job works for; NULL for the platform's own jobs.
+    tenant_id: UUID | None = Field(
+        default=None,
+        sa_column=Column(ForeignKey("app.organizations.id", ondelete="CASCADE"), nullable=True),
+    )
     kind: str = Field(sa_column=Column(Text, nullable=False))
     payload: dict[str, Any] = Field(
         default_factory=dict,

@@ -24,17 +24,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import CITEXT
 from sqlmodel import Field, SQLModel
 
-from keel.core.columns import created_at_column, optional_timestamp_column
+from keel.core.columns import created_at_column, optional_timestamp_column, tenant_column
 from keel.core.ids import uuid7
 
 NAME_MAX = 100
 ROLES_CHECK = "role IN ('owner', 'admin', 'member', 'viewer')"
-
-
-def _tenant_fk() -> Column[UUID]:
-    return Column(
-        ForeignKey("app.organizations.id", ondelete="CASCADE"), primary_key=True, nullable=False
-    )
 
 
 class Organization(SQLModel, table=True):
@@ -64,7 +58,7 @@ class Membership(SQLModel, table=True):
         {"schema": "app"},
     )
 
-    tenant_id: UUID = Field(sa_column=_tenant_fk())
+    tenant_id: UUID = Field(sa_column=tenant_column())
     user_id: UUID = Field(
         sa_column=Column(
             ForeignKey("app.users.id", ondelete="CASCADE"), primary_key=True, nullable=False
@@ -80,7 +74,7 @@ class Invitation(SQLModel, table=True):
     __tablename__ = "invitations"
     __table_args__ = (CheckConstraint(ROLES_CHECK, name="role_known"), {"schema": "app"})
 
-    tenant_id: UUID = Field(sa_column=_tenant_fk())
+    tenant_id: UUID = Field(sa_column=tenant_column())
     id: UUID = Field(default_factory=uuid7, primary_key=True)
     email: str = Field(sa_column=Column(CITEXT, nullable=False))
     role: str = Field(sa_column=Column(Text, nullable=False))

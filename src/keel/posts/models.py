@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, Column, Computed, ForeignKey, Index, String, Tex
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, Relationship, SQLModel
 
-from keel.core.columns import created_at_column, updated_at_column
+from keel.core.columns import created_at_column, tenant_column, updated_at_column
 from keel.core.ids import uuid7
 from keel.users.models import User
 
@@ -30,16 +30,24 @@ class Post(SQLModel, table=True):
     __tablename__ = "posts"
     __table_args__ = (
         Index(
-            "ix_posts_author_id_created_at",
+            "ix_posts_tenant_id_author_id_created_at",
+            "tenant_id",
             "author_id",
             "created_at",
             postgresql_include=["title", "is_published"],
         ),
-        Index("ix_posts_created_at_id", text("created_at DESC"), text("id DESC")),
-        Index("ix_posts_search", "search", postgresql_using="gin"),
+        Index(
+            "ix_posts_tenant_id_created_at_id",
+            "tenant_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_posts_tenant_id_search", "tenant_id", "search", postgresql_using="gin"),
+        Index("ix_posts_author_id", "author_id"),
         {"schema": "app"},
     )
 
+    tenant_id: UUID = Field(sa_column=tenant_column())
     id: UUID = Field(default_factory=uuid7, primary_key=True)
     title: str = Field(sa_column=Column(String(TITLE_MAX), nullable=False))
     content: str = Field(sa_column=Column(Text, nullable=False))

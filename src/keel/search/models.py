@@ -11,11 +11,11 @@ from typing import Any
 from uuid import UUID
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Column, ForeignKey, Index, Text
+from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, Uuid
 from sqlmodel import Field, SQLModel
 
 from keel.config import Settings
-from keel.core.columns import created_at_column
+from keel.core.columns import created_at_column, tenant_column
 
 # The migration sizes the vector by EMBEDDING_DIMENSION and builds the index with HNSW_M and
 # HNSW_EF_CONSTRUCTION. The model describes the defaults without reading the environment
@@ -36,14 +36,17 @@ class PostEmbedding(SQLModel, table=True):
             },
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+        ForeignKeyConstraint(
+            ["tenant_id", "post_id"],
+            ["app.posts.tenant_id", "app.posts.id"],
+            name="fk_post_embeddings_tenant_id_posts",
+            ondelete="CASCADE",
+        ),
         {"schema": "app"},
     )
 
-    post_id: UUID = Field(
-        sa_column=Column(
-            ForeignKey("app.posts.id", ondelete="CASCADE"), primary_key=True, nullable=False
-        )
-    )
+    tenant_id: UUID = Field(sa_column=tenant_column())
+    post_id: UUID = Field(sa_column=Column(Uuid, primary_key=True, nullable=False))
     embedding: Any = Field(sa_column=Column(Vector(), nullable=False))
     model: str = Field(sa_column=Column(Text, nullable=False))
     embedded_at: datetime | None = Field(default=None, sa_column=created_at_column())
