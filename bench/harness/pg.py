@@ -33,15 +33,18 @@ def embedded_cluster() -> Iterator[EmbeddedPostgres]:
             pg.stop()
 
 
-def conn_args(pg: EmbeddedPostgres) -> list[str]:
+def conn_args(pg: EmbeddedPostgres, user: str = "postgres") -> list[str]:
     """libpq command-line options (psql, pgbench) for the embedded server's socket."""
-    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", "postgres"]
+    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", user]
 
 
-def psql(pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None) -> str:
+def psql(
+    pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None, user: str | None = None
+) -> str:
     """Run SQL (several statements allowed) with psql -XAtq; its output, tuples only."""
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = [*pg.psql_argv(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+    as_user = ["-U", user] if user else []  # the last -U wins
+    argv = [*pg.psql_argv(), *as_user, "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     proc = subprocess.run(argv, input=sql, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise BenchError(f"psql failed: {proc.stderr.strip()}\n--- SQL ---\n{sql[:2000]}")
@@ -144,9 +147,18 @@ def parse_pgbench(output: str) -> PgbenchResult:
 
 
 def pgbench_argv(
-    pg: EmbeddedPostgres, scripts: Sequence[Path], *, duration: int, clients: int, threads: int
+    pg: EmbeddedPostgres,
+    scripts: Sequence[Path],
+    *,
+    duration: int,
+    clients: int,
+    threads: int,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> list[str]:
-    argv = [str(bin_path("pgbench")), *conn_args(pg), "-n", "-T", str(duration)]
+    argv = [str(bin_path("pgbench")), *conn_args(pg, user), "-n", "-T", str(duration)]
+    if prepared:
+        argv += ["-M", "prepared"]
     argv += ["-c", str(clients), "-j", str(threads)]
     for script in scripts:
         argv += ["-f", f"{script}@1"]
@@ -161,13 +173,23 @@ def run_pgbench(
     clients: int,
     threads: int,
     pgoptions: str | None = None,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> tuple[PgbenchResult, str]:
     """pgbench -n -T duration -c clients -j threads -f s1@1 -f s2@1 ...; parsed, and raw output.
 
     With several scripts, each transaction runs one of them picked at random (equal weights).
     """
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = pgbench_argv(pg, scripts, duration=duration, clients=clients, threads=threads)
+    argv = pgbench_argv(
+        pg,
+        scripts,
+        duration=duration,
+        clients=clients,
+        threads=threads,
+        user=user,
+        prepared=prepared,
+    )
     with cpu_split(postmaster=postmaster_pid(pg)) as cpu:
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=env, timeout=duration + 120, check=False
