@@ -178,8 +178,13 @@ def render(data: Mapping[str, Any]) -> str:
             "",
             f"RLS set per request ÷ the tenant filter alone = "
             f"**{data['ratios']['rls_per_request']:.3f}** (free means ≥ {data['target']}): "
-            f"{verdict}. The single-statement form returns no row: the policy does not see a"
-            " setting made in the same statement, so one round trip can't carry RLS.",
+            f"{verdict}."
+            + (
+                " The single-statement form returns no row: the policy doesn't see a setting"
+                " made in the same statement, so one round trip can't carry RLS."
+                if data["rows_read"]["rls_single_statement"] == 0
+                else ""
+            ),
             "",
             f"`{data['settings']['command']}`, {len(data['tps']['filter'])} alternating rounds,"
             f" {data['settings']['tenants']} organizations × "
