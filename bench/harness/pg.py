@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from bench.harness.base import BenchError
 from bench.harness.noise import CpuSplit, cpu_split
@@ -219,29 +220,53 @@ def drop_queued_jobs(pg: EmbeddedPostgres) -> int:
 
 @dataclass(frozen=True)
 class ReadFixture:
-    """What the read scenarios need after seeding: a user to sign in as, published post ids."""
+    """What the read scenarios need after seeding: a user to sign in as, published post ids
+    in their organization (their personal one: its id is theirs)."""
 
     username: str
     user_id: str
     post_ids: list[str]
     dropped_queued_jobs: int
 
+    @property
+    def org_id(self) -> str:
+        return self.user_id
+
+    @property
+    def posts_path(self) -> str:
+        """`/api/v1/orgs/<org>/posts`: the reader's organization's posts."""
+        return f"/api/v1/orgs/{self.org_id}/posts"
+
 
 def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
-    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts."""
+    """Drop the seed's queued embedding jobs, pick the reader, give their organization
+    `ids` random published posts (the seed spreads posts over every personal
+    organization), vacuum."""
     dropped = drop_queued_jobs(pg)
-    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
     viewer = psql(
         pg,
         "SELECT u.username || '|' || u.id FROM app.users u "
         "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
     )
+    if "|" not in viewer:
+        raise BenchError("no seeded user to sign in as")
+    username, user_id = viewer.split("|")
     post_ids = psql(
         pg,
-        "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-        f"LIMIT {int(ids)};",
+        f"""
+        WITH picked AS (
+            SELECT tenant_id, id FROM app.posts WHERE is_published
+            ORDER BY md5(id::text) LIMIT {int(ids)}
+        ), unembedded AS (
+            DELETE FROM app.post_embeddings e USING picked p
+            WHERE (e.tenant_id, e.post_id) = (p.tenant_id, p.id)
+        )
+        UPDATE app.posts p SET tenant_id = '{UUID(user_id)}'
+        FROM picked WHERE (p.tenant_id, p.id) = (picked.tenant_id, picked.id)
+        RETURNING p.id;
+        """,  # noqa: S608 - an int and a parsed UUID
     ).splitlines()
-    if not post_ids or "|" not in viewer:
-        raise BenchError("no published posts or no seeded user to sign in as")
-    username, user_id = viewer.split("|")
+    if not post_ids:
+        raise BenchError("no published posts")
+    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
     return ReadFixture(username, user_id, post_ids, dropped)
