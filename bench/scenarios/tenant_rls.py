@@ -9,9 +9,10 @@ among 100 organizations, alternating rounds of four variants of Keel's hot read
   and the setting fixed for the session: the policy's own cost, as if setting it were free;
 - `rls_per_request`: what the app would have to run per request to set the tenant for the
   policy on a pooled connection: BEGIN, `set_config(..., true)`, the read, COMMIT;
-- `rls_single_statement`: `set_config` and the read in one statement (a CTE), the only
-  one-round-trip form; PostgreSQL doesn't promise the CTE runs before the policy is
-  checked, so this is measured, not proposed.
+- `rls_single_statement`: `set_config` and the read in one statement (a CTE): one round
+  trip, but the policy doesn't see the setting (the check counts the rows it returns);
+- `rls_function`: one round trip that works: a PL/pgSQL function sets the tenant, then
+  runs the read (every scoped statement of the app would have to become such a function).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ SCRIPTS = {
         f"WITH t AS MATERIALIZED (SELECT set_config('keel.tenant_id', {TENANT}::text, true))"
         f" SELECT {COLUMNS} CROSS JOIN t WHERE p.id = {POST} AND {VISIBLE};"
     ),
+    "rls_function": f"SELECT * FROM bench_read_post({TENANT}, {POST});",  # noqa: S608
 }
+CORRECT = ("rls_per_request", "rls_function")  # the forms an app could ship
 SESSION_TENANT = f"-c keel.tenant_id=00000000-0000-7000-8000-{1:012x}"
 SETUP = f"""
 INSERT INTO app.users (id, email, username, hashed_password)
@@ -73,6 +76,20 @@ GRANT SELECT ON app.posts, app.users TO {ROLE};
 ALTER TABLE app.posts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON app.posts
     USING (tenant_id = current_setting('keel.tenant_id', true)::uuid);
+CREATE FUNCTION bench_read_post(tenant uuid, post uuid)
+RETURNS TABLE (id uuid, title text, content text, is_published boolean,
+               created_at timestamptz, updated_at timestamptz, author_id uuid,
+               username text, full_name text, author_created_at timestamptz)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('keel.tenant_id', tenant::text, true);
+    RETURN QUERY SELECT p.id, p.title::text, p.content, p.is_published, p.created_at,
+        p.updated_at, u.id, u.username::text, u.full_name::text, u.created_at
+        FROM app.posts p JOIN app.users u ON u.id = p.author_id
+        WHERE p.id = post AND (p.is_published OR p.author_id = tenant);
+END
+$$;
+GRANT EXECUTE ON FUNCTION bench_read_post(uuid, uuid) TO {ROLE};
 """  # noqa: S608 - constants only
 
 
@@ -143,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 prepared=True,
             )
         ).replace(str(pg.socket_dir), "<socket dir>")
+        command = "pgbench" + command.split("pgbench", 1)[1]  # not this machine's path
     medians = {name: median(values) for name, values in tps.items()}
     ratios = {name: medians[name] / medians["filter"] for name in SCRIPTS}
     return {
@@ -153,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "medians": medians,
         "ratios": ratios,
         "target": TARGET,
-        "free": ratios["rls_per_request"] >= TARGET,
+        "free": max(ratios[name] for name in CORRECT) >= TARGET,
         "others_seen": sorted(set(others)),
     }
 
@@ -170,18 +188,21 @@ def render(data: Mapping[str, Any]) -> str:
         for name in data["medians"]
     ]
     verdict = "free: could be the default" if data["free"] else "not free: left as an option"
+    ratios = data["ratios"]
     return "\n".join(
         [
             res.markdown_table(
                 ["variant", "median tps", "per round", "÷ filter", "posts one read returns"], rows
             ),
             "",
-            f"RLS set per request ÷ the tenant filter alone = "
-            f"**{data['ratios']['rls_per_request']:.3f}** (free means ≥ {data['target']}): "
-            f"{verdict}."
+            f"The cheapest correct form of RLS ÷ the tenant filter alone = "
+            f"**{max(ratios[name] for name in CORRECT):.3f}** (free means ≥ {data['target']}):"
+            f" {verdict}. Setting the tenant per request in a transaction runs at"
+            f" {ratios['rls_per_request']:.2f}×, a function that sets it and reads in one round"
+            f" trip {ratios['rls_function']:.2f}×, the policy alone {ratios['rls_policy']:.2f}×."
             + (
-                " The single-statement form returns no row: the policy doesn't see a setting"
-                " made in the same statement, so one round trip can't carry RLS."
+                " The single-statement form (a CTE) returns no row: the policy doesn't see a"
+                " setting made in the same statement."
                 if data["rows_read"]["rls_single_statement"] == 0
                 else ""
             ),
