@@ -57,6 +57,7 @@ def enable(as_json: JsonFlag = False) -> None:
         typer.echo(f"done     {line}")
     for line in report.skipped:
         typer.echo(f"already  {line}")
+    typer.echo("Restart Keel's processes: role settings apply to new connections.")
 
 
 def _render(console: Console, found: citus.Status) -> None:
