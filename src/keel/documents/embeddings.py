@@ -3,7 +3,8 @@
 A single `POST /documents` is embedded inline, before its transaction opens. A bulk load
 stores its text-only lines without a vector and queues `embed_documents` jobs, which the
 worker runs like any other job: read the texts, compute with no connection held, write
-the vectors of documents still waiting for one.
+the vectors of documents still waiting for one. A job works for one organization: its
+payload names the tenant (`jobs.tenant_id` too), and every query it runs filters by it.
 """
 
 from __future__ import annotations
@@ -46,28 +47,47 @@ async def embed_content(
     return vector
 
 
-async def queue_embeddings(session: AsyncSession, document_ids: Sequence[UUID]) -> None:
-    """Queue `embed_documents` jobs for these documents, in the caller's transaction."""
+async def queue_embeddings(
+    session: AsyncSession, tenant_id: UUID, document_ids: Sequence[UUID]
+) -> None:
+    """Queue `embed_documents` jobs for the tenant's documents, in the caller's transaction."""
     batches = [
-        {"document_ids": [str(i) for i in document_ids[start : start + EMBED_BATCH]]}
+        {
+            "tenant_id": str(tenant_id),
+            "document_ids": [str(i) for i in document_ids[start : start + EMBED_BATCH]],
+        }
         for start in range(0, len(document_ids), EMBED_BATCH)
     ]
-    await jobs.enqueue(session, EMBED_DOCUMENTS, batches)
+    await jobs.enqueue(session, EMBED_DOCUMENTS, batches, tenant_id=tenant_id)
 
 
 def embed_documents_handler(embedder: Embedder) -> Handler:
     """The worker's handler for `embed_documents` jobs."""
 
-    async def handle(run: JobRun, payload: dict[str, object]) -> None:
-        ids = payload.get("document_ids")
-        if not isinstance(ids, list):
-            raise ValueError("embed_documents payload needs a document_ids list")
+    async def embed(run: JobRun, tenant_id: UUID, ids: list[UUID]) -> None:
         async with run.read() as session:
-            waiting = await repository.pending_contents(session, [UUID(str(i)) for i in ids])
+            waiting = await repository.pending_contents(session, tenant_id, ids)
         if not waiting:
             return  # deleted, or embedded meanwhile
         vectors = await embedder.embed([content for _, content in waiting])
         async with run.write() as session:
-            await repository.store_embeddings(session, [id_ for id_, _ in waiting], vectors)
+            await repository.store_embeddings(
+                session, tenant_id, [id_ for id_, _ in waiting], vectors
+            )
+
+    async def handle(run: JobRun, payload: dict[str, object]) -> None:
+        raw_ids = payload.get("document_ids")
+        if not isinstance(raw_ids, list):
+            raise ValueError("embed_documents payload needs a document_ids list")
+        ids = [UUID(str(i)) for i in raw_ids]
+        tenant = payload.get("tenant_id")
+        if tenant is not None:
+            await embed(run, UUID(str(tenant)), ids)
+            return
+        # Queued before migration 0014 named tenants: each tenant's share on its own.
+        async with run.read() as session:
+            tenants = await repository.pending_tenants_all_tenants(session, ids)
+        for tenant_id, tenant_ids in tenants.items():
+            await embed(run, tenant_id, tenant_ids)
 
     return handle

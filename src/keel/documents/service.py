@@ -1,4 +1,9 @@
-"""Documents: a vector store for clients' own embeddings, owned by whoever stores them."""
+"""Documents: an organization's vector store, for clients' own embeddings (or the server's).
+
+Documents belong to the organization (`tenant_id`) and are shared within it: every
+member reads and searches all of them, members and up add them, admins and up delete
+them (`keel.orgs.permissions.MATRIX`). `owner_id` says who stored each one.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ from keel.core.errors import (
     UnsupportedMediaType,
 )
 from keel.core.ids import uuid7
-from keel.core.viewer import Viewer
 from keel.documents import repository
 from keel.documents.embeddings import queue_embeddings
 from keel.documents.models import FULL, HALF, Document, Metric, VectorColumn
@@ -43,13 +47,16 @@ from keel.documents.schemas import (
     metadata_json,
 )
 from keel.embeddings.base import Embedder
+from keel.orgs.permissions import OrgActor, Permission
 
 NOT_FOUND = "No document with this id."
 NDJSON_MEDIA_TYPES = ("application/x-ndjson", "application/jsonl")
 BULK_BATCH_ROWS = 1_000  # rows per COPY: bounds the memory a large upload needs
 MAX_LINE_BYTES = 2 * 1024 * 1024  # one document: 100k characters, metadata and a vector
 MAX_REPORTED_ERRORS = 100
-# Iterative scans in relaxed order are re-sorted by the outer query (see nearest_sql).
+# Every search filters by tenant, so HNSW scans are always iterative. Relaxed order is
+# enough: nearest_sql's outer query re-sorts by exact distance (pgvector's own recipe),
+# which strict_order would only make slower.
 ITERATIVE_SCAN = "relaxed_order"
 VALIDATION_DETAIL = "The request is not valid; see `errors`."
 
@@ -76,21 +83,29 @@ def _check_dimension(vector: Sequence[float], dimension: int, loc: list[str | in
 load_layout = repository.load_layout  # the table's dimension and HNSW indexes, from the catalog
 
 
+def require_writer(actor: OrgActor) -> None:
+    """403 unless the caller may add documents: checked before any model runs or body
+    streams in, and again by the service functions that write."""
+    actor.require(Permission.DOCUMENTS_WRITE)
+
+
 async def create_document(
     session: AsyncSession,
-    owner: Viewer,
+    actor: OrgActor,
     layout: VectorLayout,
     data: DocumentCreate,
     embedding: Sequence[float] | None = None,
 ) -> Document:
-    """Store a document with its own `embedding`, or with `embedding` computed by the caller
-    from its content (see `keel.documents.embeddings.embed_content`)."""
+    """Store a document in the actor's organization with its own `embedding`, or with
+    `embedding` computed by the caller from its content (`embeddings.embed_content`)."""
+    actor.require(Permission.DOCUMENTS_WRITE)
     vector = data.embedding if data.embedding is not None else embedding
     if vector is None:
         raise ValueError("a document needs an embedding: its own or its content's")
     _check_dimension(vector, layout.dimension, ["body", "embedding"])
     document = Document(
-        owner_id=owner.user_id,
+        tenant_id=actor.organization_id,
+        owner_id=actor.user_id,
         content=data.content,
         metadata_=data.metadata,
         embedding=list(vector),
@@ -98,25 +113,31 @@ async def create_document(
     return await repository.save(session, document)
 
 
-async def get_document(session: AsyncSession, viewer: Viewer, document_id: UUID) -> Document:
-    """Someone else's document is as missing as one that never existed (404, not 403)."""
-    document = await repository.get_visible(session, document_id, viewer)
+async def get_document(session: AsyncSession, actor: OrgActor, document_id: UUID) -> Document:
+    """Another organization's document is as missing as one that never existed (404)."""
+    actor.require(Permission.DOCUMENTS_READ)
+    document = await repository.get(session, actor.organization_id, document_id)
     if document is None:
         raise NotFound(NOT_FOUND)
     return document
 
 
-async def read_document(session: AsyncSession, viewer: Viewer, document_id: UUID) -> DocumentPublic:
-    """The document as its owner sees it, saying whether its embedding is still pending."""
-    found = await repository.get_visible_with_status(session, document_id, viewer)
+async def read_document(
+    session: AsyncSession, actor: OrgActor, document_id: UUID
+) -> DocumentPublic:
+    """The document, saying whether its embedding is still pending."""
+    actor.require(Permission.DOCUMENTS_READ)
+    found = await repository.get_with_status(session, actor.organization_id, document_id)
     if found is None:
         raise NotFound(NOT_FOUND)
     document, pending = found
     return DocumentPublic.model_validate(document).model_copy(update={"embedding_pending": pending})
 
 
-async def delete_document(session: AsyncSession, actor: Viewer, document_id: UUID) -> None:
-    await repository.delete(session, await get_document(session, actor, document_id))
+async def delete_document(session: AsyncSession, actor: OrgActor, document_id: UUID) -> None:
+    actor.require(Permission.DOCUMENTS_DELETE)
+    if not await repository.delete(session, actor.organization_id, document_id):
+        raise NotFound(NOT_FOUND)
 
 
 # --- bulk loading ---------------------------------------------------------------------
@@ -171,7 +192,7 @@ def _line_error(
 
 
 def _parse_line(
-    raw: bytes | None, number: int, owner_id: UUID, dimension: int
+    raw: bytes | None, number: int, actor: OrgActor, dimension: int
 ) -> tuple[tuple[Any, ...] | None, list[dict[str, Any]]]:
     """A COPY record for one NDJSON line, or what is wrong with the line."""
     if raw is None:
@@ -194,21 +215,29 @@ def _parse_line(
             return None, [_line_error(number, message, "vector_dimension", ["embedding"])]
         embedding = np.asarray(document.embedding, dtype=np.float32)
     return (
-        (uuid7(), owner_id, document.content, metadata_json(document.metadata), embedding),
+        (
+            actor.organization_id,
+            uuid7(),
+            actor.user_id,
+            document.content,
+            metadata_json(document.metadata),
+            embedding,
+        ),
         [],
     )
 
 
 async def load_ndjson(
     session: AsyncSession,
-    owner: Viewer,
+    actor: OrgActor,
     layout: VectorLayout,
     chunks: AsyncIterator[bytes],
     *,
     max_rows: int,
     max_bytes: int,
 ) -> BulkLoaded:
-    """Store one document per line, all or none; the new ids in line order.
+    """Store one document per line in the actor's organization, all or none; the new ids
+    in line order.
 
     COPY runs in batches while the body streams in. Once a line is bad nothing more is
     copied, the remaining lines are still checked (to report them all), and the error
@@ -216,6 +245,7 @@ async def load_ndjson(
     `embedding` are stored without one, and `embed_documents` jobs (queued in the same
     transaction) embed their content.
     """
+    actor.require(Permission.DOCUMENTS_WRITE)
     ids: list[UUID] = []
     pending: list[UUID] = []
     batch: list[tuple[Any, ...]] = []
@@ -228,14 +258,14 @@ async def load_ndjson(
                 raise ContentTooLarge(
                     f"More than {max_rows} documents in one upload.", max_rows=max_rows
                 )
-            record, problems = _parse_line(line, number, owner.user_id, layout.dimension)
+            record, problems = _parse_line(line, number, actor, layout.dimension)
             if record is None:
                 invalid_lines += 1
                 errors.extend(problems[: MAX_REPORTED_ERRORS - len(errors)])
             elif not invalid_lines:  # after a bad line, only check the rest
-                ids.append(record[0])
+                ids.append(record[1])
                 if record[-1] is None:
-                    pending.append(record[0])
+                    pending.append(record[1])
                 batch.append(record)
                 if len(batch) >= BULK_BATCH_ROWS:
                     await _copy(driver, batch)
@@ -251,7 +281,7 @@ async def load_ndjson(
             raise InvalidDocuments("The upload holds no documents.", errors=[])
         if batch:
             await _copy(driver, batch)
-    await queue_embeddings(session, pending)
+    await queue_embeddings(session, actor.organization_id, pending)
     return BulkLoaded(ids=ids, pending=pending)
 
 
@@ -261,7 +291,9 @@ async def _copy(driver: asyncpg.Connection, batch: Sequence[tuple[Any, ...]]) ->
     except asyncpg.PostgresError as exc:
         sqlstate = str(getattr(exc, "sqlstate", ""))
         if sqlstate == FOREIGN_KEY_VIOLATION:
-            raise Conflict("The account these documents belong to no longer exists.") from exc
+            raise Conflict(
+                "The account or organization these documents belong to no longer exists."
+            ) from exc
         if sqlstate.startswith(DATA_EXCEPTION_CLASS):
             raise InvalidDocuments(
                 "A value in the upload cannot be stored; nothing was stored.", errors=[]
@@ -326,13 +358,19 @@ def _score(metric: Metric, distance: float) -> float | None:
 
 async def search_documents(
     session: AsyncSession,
-    viewer: Viewer,
+    actor: OrgActor,
     layout: VectorLayout,
     settings: Settings,
     search: DocumentSearch,
     embedder: Embedder | None,
 ) -> DocumentSearchResult:
-    """The `limit` nearest documents the viewer may see, nearest first."""
+    """The `limit` nearest documents of the actor's organization, nearest first.
+
+    The tenant is a filter inside the HNSW query, so index scans are always iterative
+    (relaxed order, re-sorted by `nearest_sql`'s outer query) up to max_scan_tuples.
+    """
+    actor.require(Permission.SEARCH)
+    actor.require(Permission.DOCUMENTS_READ)
     if search.limit > settings.vector_search_max_limit:
         message = f"at most {settings.vector_search_max_limit}"
         raise InvalidDocuments(
@@ -349,15 +387,14 @@ async def search_documents(
         metric=metric,
         column=column,
         limit=search.limit,
-        owner_id=None if viewer.is_superuser else viewer.user_id,
+        tenant_id=actor.organization_id,
         metadata_filter=search.filter or None,
     )
     scan = None
     if index is not None:
-        filtered = query.owner_id is not None or query.metadata_filter is not None
         scan = IndexScan(
             ef_search=search.ef_search or settings.hnsw_ef_search_default,
-            iterative=ITERATIVE_SCAN if filtered else None,
+            iterative=ITERATIVE_SCAN,
             max_scan_tuples=settings.hnsw_max_scan_tuples,
         )
     rows = await repository.nearest(session, query, layout.dimension, scan)
