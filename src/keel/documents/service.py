@@ -398,6 +398,12 @@ async def search_documents(
             max_scan_tuples=settings.hnsw_max_scan_tuples,
         )
     rows = await repository.nearest(session, query, layout.dimension, scan)
+    if scan is not None and len(rows) < query.limit:
+        # A short page from the index: either the tenant has no more matches, or the walk
+        # hit max_scan_tuples first (a tiny tenant the planner misjudged, a rare filter).
+        # The exact answer tells them apart; it reads the tenant's rows by its btree.
+        rows = await repository.nearest(session, query, layout.dimension, None)
+        scan = index = None
     return DocumentSearchResult(
         items=[
             DocumentHit(
