@@ -64,30 +64,34 @@ async def queue_embeddings(
 def embed_documents_handler(embedder: Embedder) -> Handler:
     """The worker's handler for `embed_documents` jobs."""
 
-    async def embed(run: JobRun, tenant_id: UUID, ids: list[UUID]) -> None:
-        async with run.read() as session:
-            waiting = await repository.pending_contents(session, tenant_id, ids)
-        if not waiting:
-            return  # deleted, or embedded meanwhile
-        vectors = await embedder.embed([content for _, content in waiting])
-        async with run.write() as session:
-            await repository.store_embeddings(
-                session, tenant_id, [id_ for id_, _ in waiting], vectors
-            )
-
     async def handle(run: JobRun, payload: dict[str, object]) -> None:
         raw_ids = payload.get("document_ids")
         if not isinstance(raw_ids, list):
             raise ValueError("embed_documents payload needs a document_ids list")
         ids = [UUID(str(i)) for i in raw_ids]
         tenant = payload.get("tenant_id")
-        if tenant is not None:
-            await embed(run, UUID(str(tenant)), ids)
-            return
-        # Queued before migration 0014 named tenants: each tenant's share on its own.
+        waiting: list[tuple[UUID, UUID, str]] = []  # (tenant_id, id, content)
         async with run.read() as session:
-            tenants = await repository.pending_tenants_all_tenants(session, ids)
-        for tenant_id, tenant_ids in tenants.items():
-            await embed(run, tenant_id, tenant_ids)
+            if tenant is not None:
+                tenants = {UUID(str(tenant)): ids}
+            else:  # queued before migration 0014 named tenants: each tenant's share
+                tenants = await repository.pending_tenants_all_tenants(session, ids)
+            for tenant_id, tenant_ids in tenants.items():
+                found = await repository.pending_contents(session, tenant_id, tenant_ids)
+                waiting.extend((tenant_id, id_, content) for id_, content in found)
+        if not waiting:
+            return  # deleted, or embedded meanwhile
+        vectors = await embedder.embed([content for _, _, content in waiting])
+        async with run.write() as session:  # one write: it also finishes the job
+            for tenant_id in tenants:
+                mine = [
+                    (id_, v)
+                    for (t, id_, _), v in zip(waiting, vectors, strict=True)
+                    if t == tenant_id
+                ]
+                if mine:
+                    await repository.store_embeddings(
+                        session, tenant_id, [id_ for id_, _ in mine], [v for _, v in mine]
+                    )
 
     return handle
