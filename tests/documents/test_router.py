@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.core.middleware import BodySizeLimitMiddleware
 from keel.documents import repository
 from tests.conftest import MakeDatabase, make_settings
 from tests.documents.factory import (
@@ -349,3 +350,23 @@ async def test_bulk_body_is_documented_as_ndjson(client: AsyncClient) -> None:
         "$ref": "#/components/schemas/DocumentCreate"
     }
     assert "DocumentCreate" in schema["components"]["schemas"]
+
+
+def _segment_wildcards() -> bool:
+    """Whether the body caps' path prefixes take `*` for one segment (the org id)."""
+    middleware = BodySizeLimitMiddleware(None, max_bytes=1024, overrides={"/o/*/d": 2048})  # type: ignore[arg-type]
+    return middleware._limit_for("/o/x/d") == 2048
+
+
+async def test_bulk_loads_get_their_own_body_cap(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient
+) -> None:
+    if not _segment_wildcards():
+        pytest.skip("BodySizeLimitMiddleware has no `*` in path prefixes yet (t15-bulk adds it)")
+    user, auth = await signed_in(app, db_session, client)
+    vectors = unit_vectors(200, await dimension(db_session), seed=2)
+    body = ndjson([as_document(v) for v in vectors])
+    assert len(body) > app.state.settings.max_body_bytes  # the cap of ordinary requests
+    response = await client.post(f"{docs_url(user.id)}/bulk", headers=auth | NDJSON, content=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["inserted"] == 200

@@ -24,7 +24,7 @@ from keel.core.idempotency.deps import (
 )
 from keel.core.routing import KeelRouter, Responses
 from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
-from keel.documents import service
+from keel.documents import loading, service
 from keel.documents.embeddings import embed_content
 from keel.documents.schemas import (
     BulkLoadResult,
@@ -117,7 +117,7 @@ BULK_BODY: dict[str, Any] = {
     "DOCUMENTS_BULK_MAX_ROWS documents or DOCUMENTS_BULK_MAX_BYTES bytes: 413.",
     "content": {
         media_type: {"schema": {"$ref": "#/components/schemas/DocumentCreate"}}
-        for media_type in service.NDJSON_MEDIA_TYPES
+        for media_type in loading.NDJSON_MEDIA_TYPES
     },
 }
 
@@ -147,12 +147,12 @@ async def bulk_load(
     key: DeferredIdempotencyDep,
 ) -> Any:
     service.require_writer(actor)  # before a byte of the upload is read
-    service.check_ndjson(request.headers.get("content-type"))
+    loading.check_ndjson(request.headers.get("content-type"))
     # The whole body first, with no connection held: a slow client must not hold one.
     await release_connection(session)
     async with spool(request.stream()) as body:
         await key.check(body.sha256)
-        loaded = await service.load_ndjson(
+        loaded = await loading.load_ndjson(
             session,
             actor,
             layout,
