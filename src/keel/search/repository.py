@@ -139,8 +139,7 @@ async def search_posts(
 # filter runs inside the scan: iterative (pgvector 0.8), it goes on past other tenants'
 # vectors (up to hnsw.max_scan_tuples) until `limit` rows pass. Relaxed order is re-sorted
 # outside; MATERIALIZED and `+ 0` keep the planner from assuming the CTE's order.
-_NEAREST = text(
-    """
+NEAREST_SQL = """
     WITH nearest AS MATERIALIZED (
         SELECT e.post_id, e.embedding <=> :query AS distance
         FROM app.post_embeddings AS e
@@ -154,8 +153,8 @@ _NEAREST = text(
         LIMIT :limit
     )
     SELECT post_id, distance FROM nearest ORDER BY distance + 0, post_id
-    """
-).bindparams(bindparam("query", type_=Vector()))
+"""
+_NEAREST = text(NEAREST_SQL).bindparams(bindparam("query", type_=Vector()))
 
 
 async def semantic_ranking(
