@@ -22,7 +22,7 @@ from keel.insight.schemas import (
     QueryName,
 )
 from keel.posts.service import PostFilters, list_query
-from keel.search.service import Reader, search_statement
+from keel.search.service import search_statement
 
 RATE_DIGITS = 4
 SAMPLE_PAGE = 20
@@ -89,11 +89,7 @@ def _sample(
             return list_query(viewer, PostFilters(), limit=SAMPLE_PAGE + 1), None
         case QueryName.post_search:
             config = settings.search_config
-            reader = Reader(viewer.user_id, sees_drafts=viewer.is_superuser)  # personal org
-            search = search_statement(
-                viewer.user_id, reader, q, config=config, limit=SAMPLE_PAGE, offset=0
-            )
-            return search, None
+            return search_statement(viewer, q, config=config, limit=SAMPLE_PAGE, offset=0), None
         case QueryName.daily_stats:
             start = today - timedelta(days=SAMPLE_STATS_DAYS - 1)
             statement = repository.daily_stats_statement(start, today)

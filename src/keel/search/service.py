@@ -9,20 +9,30 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
 from keel.embeddings.base import Embedder
 from keel.orgs.permissions import OrgActor, Permission
+from keel.posts.models import Post
 from keel.search import repository
 from keel.search.repository import Reader as Reader  # re-exported
-
-search_statement = repository.search_statement  # for EXPLAIN of the app's own queries
 
 
 def reader_for(actor: OrgActor) -> Reader:
     """The caller as search sees them: drafts are visible to whoever may edit any post."""
     return Reader(actor.user_id, sees_drafts=actor.may(Permission.POSTS_EDIT_ANY))
+
+
+def search_statement(
+    actor: OrgActor, query: str, *, config: str, limit: int, offset: int
+) -> Select[Post, float, str, str]:
+    """The keyword search statement in `actor`'s organization (for EXPLAIN of the app's own
+    queries)."""
+    return repository.search_statement(
+        actor.organization_id, reader_for(actor), query, config=config, limit=limit, offset=offset
+    )
 
 
 async def search_posts(
