@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from keel.core.ids import uuid7
 from keel.search.embeddings import worker_for
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
+from tests.posts.factory import posts_url
 from tests.search.factory import search_path
 from tests.users.factory import bearer, make_user, sign_in
 
@@ -39,19 +39,14 @@ class Scratch:
     headers: dict[str, str]
     admin: dict[str, str]
 
-    async def post(self, title: str, content: str = "", *, is_published: bool = True) -> str:
-        """A post by the writer in their organization, written as the API would (one INSERT)."""
-        post_id = uuid7()
-        await self.sql(
-            "INSERT INTO app.posts (tenant_id, id, title, content, is_published, author_id)"
-            " VALUES ($1, $2, $3, $4, $5, $1)",
-            self.org,
-            post_id,
-            title,
-            content,
-            is_published,
+    async def post(self, title: str, content: str = "", **fields: Any) -> str:
+        response = await self.http.post(
+            posts_url(self.org),
+            json={"title": title, "content": content, "is_published": True, **fields},
+            headers=self.headers,
         )
-        return str(post_id)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
 
     async def titles(
         self, q: str, mode: str, headers: dict[str, str], org: UUID | None = None
@@ -146,11 +141,16 @@ async def test_writes_queue_embedding_jobs_and_the_worker_drains_them(scratch: S
     [before] = await scratch.sql("SELECT tenant_id, embedding::text AS v FROM app.post_embeddings")
     assert before["tenant_id"] == scratch.org
 
-    await scratch.sql("UPDATE app.posts SET is_published = false WHERE id = $1", UUID(post_id))
+    publish_only = await scratch.http.patch(
+        f"{posts_url(scratch.org)}/{post_id}", json={"is_published": False}, headers=scratch.headers
+    )
+    assert publish_only.status_code == 200
     assert await scratch.sql("SELECT 1 FROM app.jobs") == []  # the text didn't change
 
-    await scratch.sql(
-        "UPDATE app.posts SET content = 'entirely new words' WHERE id = $1", UUID(post_id)
+    await scratch.http.patch(
+        f"{posts_url(scratch.org)}/{post_id}",
+        json={"content": "entirely new words"},
+        headers=scratch.headers,
     )
     assert len(await scratch.sql("SELECT 1 FROM app.jobs")) == 1
     await scratch.run_worker()

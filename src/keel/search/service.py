@@ -16,13 +16,14 @@ from keel.config import Settings
 from keel.embeddings.base import Embedder
 from keel.orgs.permissions import OrgActor, Permission
 from keel.posts.models import Post
+from keel.posts.queries import sees_drafts
 from keel.search import repository
 from keel.search.repository import Reader as Reader  # re-exported
 
 
 def reader_for(actor: OrgActor) -> Reader:
-    """The caller as search sees them: drafts are visible to whoever may edit any post."""
-    return Reader(actor.user_id, sees_drafts=actor.may(Permission.POSTS_EDIT_ANY))
+    """The caller as search sees them, by the posts' own rule for drafts."""
+    return Reader(actor.user_id, sees_drafts=sees_drafts(actor))
 
 
 def search_statement(
