@@ -119,6 +119,11 @@ async def test_non_members_get_404_for_another_organizations_search(
         search_path(UUID(int=1)), headers=world.a.owner, params={"q": QUERY, "mode": mode}
     )
     assert missing.status_code == 404
+    malformed = await client.get(
+        search_path("not-an-id"), headers=world.a.owner, params={"q": QUERY, "mode": mode}
+    )
+    assert malformed.status_code == 422
+    assert malformed.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_small_organization_among_a_large_one_is_searched_inside_the_hnsw_index(
