@@ -130,7 +130,8 @@ async def test_a_small_organization_among_a_large_one_is_searched_inside_the_hns
     app: FastAPI, db_session: AsyncSession, test_database_url: str
 ) -> None:
     """B's 300 vectors are all nearer than A's 3: an HNSW scan that filtered only after
-    its first candidates would find none of A's. The iterative scan goes on until it does."""
+    its first candidates would find none of A's. The iterative scan goes on until it does;
+    when max_scan_tuples stops it first, an exact scan of A's vectors answers instead."""
     dimension = app.state.settings.embedding_dimension
     rng = random.Random(15)  # noqa: S311 - test vectors, repeatable
     base = [rng.gauss(0, 1) for _ in range(dimension)]
@@ -156,27 +157,33 @@ async def test_a_small_organization_among_a_large_one_is_searched_inside_the_hns
         poolclass=NullPool,
         connect_args={"server_settings": {"enable_sort": "off", "enable_seqscan": "off"}},
     )
+    reader = Reader(small.id, sees_drafts=False)
+    params = {"tenant_id": small.id, "sees_drafts": False, "reader": small.id, "limit": 3}
+    explain = text(f"EXPLAIN (ANALYZE, COSTS OFF) {repository.NEAREST_SQL}").bindparams(
+        bindparam("query", type_=Vector())
+    )
     try:
         async with AsyncSession(engine) as session:
-            reader = Reader(small.id, sees_drafts=False)
-            ranking = await repository.semantic_ranking(
-                session, small.id, reader, base, limit=10, ef_search=10, max_scan_tuples=20_000
+            walked = await repository.semantic_ranking(
+                session, small.id, reader, base, limit=3, ef_search=10, max_scan_tuples=20_000
             )
-            plan = await session.scalars(
-                text(f"EXPLAIN {repository.NEAREST_SQL}").bindparams(
-                    bindparam("query", type_=Vector())
-                ),
-                {
-                    "query": base,
-                    "ef_search": "10",
-                    "max_scan_tuples": "20000",
-                    "tenant_id": small.id,
-                    "sees_drafts": False,
-                    "reader": small.id,
-                    "limit": 10,
-                },
+            plan = "\n".join(
+                (
+                    await session.scalars(
+                        explain,
+                        {**params, "query": base, "ef_search": "10", "max_scan_tuples": "20000"},
+                    )
+                ).all()
             )
-            assert "ix_post_embeddings_hnsw" in "\n".join(plan.all())
+            # A walk cut short (max_scan_tuples) before A's vectors: the exact scan answers.
+            cut_short = await repository.semantic_ranking(
+                session, small.id, reader, base, limit=3, ef_search=10, max_scan_tuples=20
+            )
     finally:
         await engine.dispose()
-    assert {str(post_id) for post_id, _ in ranking} == own
+    assert "ix_post_embeddings_hnsw" in plan, plan
+    exact = plan[plan.index("CTE exact") :]  # the walk alone filled the page:
+    [exact_scan] = [line for line in exact.splitlines() if " on post_embeddings " in line]
+    assert "never executed" in exact_scan, plan  # the exact scan didn't run
+    assert {str(post_id) for post_id, _ in walked} == own
+    assert {str(post_id) for post_id, _ in cut_short} == own

@@ -134,26 +134,40 @@ async def search_posts(
 
 # --- semantic and hybrid ----------------------------------------------------------------
 
-# One statement: the InitPlan sets the scan's parameters (SET LOCAL, they end with the
+# One statement. The InitPlan sets the scan's parameters (SET LOCAL, they end with the
 # transaction) before the HNSW scan starts, which is lazily, at its first row. The tenant
 # filter runs inside the scan: iterative (pgvector 0.8), it goes on past other tenants'
-# vectors (up to hnsw.max_scan_tuples) until `limit` rows pass. Relaxed order is re-sorted
-# outside; MATERIALIZED and `+ 0` keep the planner from assuming the CTE's order.
-NEAREST_SQL = """
-    WITH nearest AS MATERIALIZED (
-        SELECT e.post_id, e.embedding <=> :query AS distance
+# vectors until `limit` rows pass or hnsw.max_scan_tuples index tuples were read. Only
+# when that leaves the page short does `exact` run (its gate is an InitPlan too): the
+# organization's own vectors, through the primary key, all compared (`+ 0` keeps the
+# index out). Small organizations get that plan from the planner to begin with. Relaxed
+# order is re-sorted outside; MATERIALIZED and `+ 0` stop the planner assuming an order.
+_SCOPE = """
         FROM app.post_embeddings AS e
         JOIN app.posts AS p ON p.tenant_id = e.tenant_id AND p.id = e.post_id
-        WHERE (SELECT set_config('hnsw.ef_search', :ef_search, true)
+        WHERE e.tenant_id = :tenant_id
+          AND (:sees_drafts OR p.is_published OR p.author_id = :reader)"""
+NEAREST_SQL = f"""
+    WITH nearest AS MATERIALIZED (
+        SELECT e.post_id, e.embedding <=> :query AS distance {_SCOPE}
+          AND (SELECT set_config('hnsw.ef_search', :ef_search, true)
                    || set_config('hnsw.iterative_scan', 'relaxed_order', true)
                    || set_config('hnsw.max_scan_tuples', :max_scan_tuples, true)) IS NOT NULL
-          AND e.tenant_id = :tenant_id
-          AND (:sees_drafts OR p.is_published OR p.author_id = :reader)
         ORDER BY e.embedding <=> :query
         LIMIT :limit
+    ), exact AS MATERIALIZED (
+        SELECT e.post_id, e.embedding <=> :query AS distance {_SCOPE}
+          AND (SELECT count(*) FROM nearest) < :limit
+        ORDER BY (e.embedding <=> :query) + 0
+        LIMIT :limit
     )
-    SELECT post_id, distance FROM nearest ORDER BY distance + 0, post_id
-"""
+    SELECT post_id, distance FROM (
+        SELECT post_id, distance FROM nearest WHERE NOT EXISTS (SELECT FROM exact)
+        UNION ALL
+        SELECT post_id, distance FROM exact
+    ) AS found
+    ORDER BY distance + 0, post_id
+"""  # noqa: S608 - built from the constants above; every value is a bound parameter
 _NEAREST = text(NEAREST_SQL).bindparams(bindparam("query", type_=Vector()))
 
 
@@ -168,7 +182,8 @@ async def semantic_ranking(
     max_scan_tuples: int,
 ) -> list[tuple[UUID, float]]:
     """The `limit` visible posts of the organization nearest to `vector` (cosine distance),
-    nearest first, in one round trip."""
+    nearest first, in one round trip (an exact scan of the organization's vectors when the
+    HNSW walk ends short)."""
     rows = await session.execute(
         _NEAREST,
         {
