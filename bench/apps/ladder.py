@@ -78,9 +78,11 @@ def _rung(*, limited: bool) -> FastAPI:
     async def health() -> Response:
         return bare.json_reply({"status": "ok"})
 
-    @app.get("/posts/{post_id}", dependencies=dependencies)
-    async def post_by_id(post_id: UUID, viewer: ViewerDep, request: Request) -> Response:
-        row = await request.app.state.pool.fetchrow(bare.POST_BY_ID, post_id)
+    @app.get("/orgs/{org_id}/posts/{post_id}", dependencies=dependencies)
+    async def post_by_id(
+        org_id: UUID, post_id: UUID, viewer: ViewerDep, request: Request
+    ) -> Response:
+        row = await request.app.state.pool.fetchrow(bare.POST_BY_ID, org_id, post_id)
         if row is None:
             raise HTTPException(404)
         return bare.json_reply(bare.post_json(row))

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from bench.harness.base import BenchError
 from bench.harness.noise import CpuSplit, cpu_split
@@ -33,15 +34,18 @@ def embedded_cluster() -> Iterator[EmbeddedPostgres]:
             pg.stop()
 
 
-def conn_args(pg: EmbeddedPostgres) -> list[str]:
+def conn_args(pg: EmbeddedPostgres, user: str = "postgres") -> list[str]:
     """libpq command-line options (psql, pgbench) for the embedded server's socket."""
-    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", "postgres"]
+    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", user]
 
 
-def psql(pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None) -> str:
+def psql(
+    pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None, user: str | None = None
+) -> str:
     """Run SQL (several statements allowed) with psql -XAtq; its output, tuples only."""
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = [*pg.psql_argv(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+    as_user = ["-U", user] if user else []  # the last -U wins
+    argv = [*pg.psql_argv(), *as_user, "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     proc = subprocess.run(argv, input=sql, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise BenchError(f"psql failed: {proc.stderr.strip()}\n--- SQL ---\n{sql[:2000]}")
@@ -144,9 +148,18 @@ def parse_pgbench(output: str) -> PgbenchResult:
 
 
 def pgbench_argv(
-    pg: EmbeddedPostgres, scripts: Sequence[Path], *, duration: int, clients: int, threads: int
+    pg: EmbeddedPostgres,
+    scripts: Sequence[Path],
+    *,
+    duration: int,
+    clients: int,
+    threads: int,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> list[str]:
-    argv = [str(bin_path("pgbench")), *conn_args(pg), "-n", "-T", str(duration)]
+    argv = [str(bin_path("pgbench")), *conn_args(pg, user), "-n", "-T", str(duration)]
+    if prepared:
+        argv += ["-M", "prepared"]
     argv += ["-c", str(clients), "-j", str(threads)]
     for script in scripts:
         argv += ["-f", f"{script}@1"]
@@ -161,13 +174,23 @@ def run_pgbench(
     clients: int,
     threads: int,
     pgoptions: str | None = None,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> tuple[PgbenchResult, str]:
     """pgbench -n -T duration -c clients -j threads -f s1@1 -f s2@1 ...; parsed, and raw output.
 
     With several scripts, each transaction runs one of them picked at random (equal weights).
     """
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = pgbench_argv(pg, scripts, duration=duration, clients=clients, threads=threads)
+    argv = pgbench_argv(
+        pg,
+        scripts,
+        duration=duration,
+        clients=clients,
+        threads=threads,
+        user=user,
+        prepared=prepared,
+    )
     with cpu_split(postmaster=postmaster_pid(pg)) as cpu:
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=env, timeout=duration + 120, check=False
@@ -197,29 +220,53 @@ def drop_queued_jobs(pg: EmbeddedPostgres) -> int:
 
 @dataclass(frozen=True)
 class ReadFixture:
-    """What the read scenarios need after seeding: a user to sign in as, published post ids."""
+    """What the read scenarios need after seeding: a user to sign in as, published post ids
+    in their organization (their personal one: its id is theirs)."""
 
     username: str
     user_id: str
     post_ids: list[str]
     dropped_queued_jobs: int
 
+    @property
+    def org_id(self) -> str:
+        return self.user_id
+
+    @property
+    def posts_path(self) -> str:
+        """`/api/v1/orgs/<org>/posts`: the reader's organization's posts."""
+        return f"/api/v1/orgs/{self.org_id}/posts"
+
 
 def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
-    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts."""
+    """Drop the seed's queued embedding jobs, pick the reader, give their organization
+    `ids` random published posts (the seed spreads posts over every personal
+    organization), vacuum."""
     dropped = drop_queued_jobs(pg)
-    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
     viewer = psql(
         pg,
         "SELECT u.username || '|' || u.id FROM app.users u "
         "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
     )
+    if "|" not in viewer:
+        raise BenchError("no seeded user to sign in as")
+    username, user_id = viewer.split("|")
     post_ids = psql(
         pg,
-        "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-        f"LIMIT {int(ids)};",
+        f"""
+        WITH picked AS (
+            SELECT tenant_id, id FROM app.posts WHERE is_published
+            ORDER BY md5(id::text) LIMIT {int(ids)}
+        ), unembedded AS (
+            DELETE FROM app.post_embeddings e USING picked p
+            WHERE (e.tenant_id, e.post_id) = (p.tenant_id, p.id)
+        )
+        UPDATE app.posts p SET tenant_id = '{UUID(user_id)}'
+        FROM picked WHERE (p.tenant_id, p.id) = (picked.tenant_id, picked.id)
+        RETURNING p.id;
+        """,  # noqa: S608 - an int and a parsed UUID
     ).splitlines()
-    if not post_ids or "|" not in viewer:
-        raise BenchError("no published posts or no seeded user to sign in as")
-    username, user_id = viewer.split("|")
+    if not post_ids:
+        raise BenchError("no published posts")
+    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
     return ReadFixture(username, user_id, post_ids, dropped)

@@ -27,6 +27,7 @@ NAMES = (
     "backups",
     "replica_reads",
     "viewer_memberships",
+    "tenant_rls",
 )
 
 

@@ -27,7 +27,7 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, BenchError, say
+from bench.harness.base import BenchError, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
 from bench.harness.noise import noise_warning
 from bench.harness.scenario import Results, Scenario, first_line
@@ -115,13 +115,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fixture,
     ):
         username, ids = fixture.username, fixture.post_ids
+        bare_posts = f"/orgs/{fixture.org_id}/posts"  # every rung below Keel serves this
         with ld.serve_variants(RUNGS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
             loads = {
                 key: Load(
-                    f"{API if key == 'keel' else ''}/posts/{{id}}",
-                    tuple(f"{API if key == 'keel' else ''}/posts/{i}" for i in ids),
+                    f"{fixture.posts_path if key == 'keel' else bare_posts}/{{id}}",
+                    tuple(
+                        f"{fixture.posts_path if key == 'keel' else bare_posts}/{i}" for i in ids
+                    ),
                     auth if key != "bare" else {},
                 )
                 for key in ORDER

@@ -23,10 +23,10 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, CLIENT_CPU, SERVER_CPU, BenchError, median, say
+from bench.harness.base import API, CLIENT_CPU, SERVER_CPU, median, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, get_ok, login, seed
 from bench.harness.noise import cpu_split, noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, postmaster_pid, psql
+from bench.harness.pg import embedded_cluster, postmaster_pid, read_fixture
 from bench.harness.proc import run_child, source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import (
@@ -42,7 +42,6 @@ from keel.core.embedded import EmbeddedPostgres
 
 NAME = "openloop"
 APP = "keel.app:create_app"
-POSTS = f"{API}/posts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,29 +105,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
         say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        seeded["dropped_queued_jobs"] = drop_queued_jobs(pg)
-        psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-        username = psql(
-            pg,
-            "SELECT u.username FROM app.users u WHERE u.is_active AND NOT u.is_superuser "
-            "AND EXISTS (SELECT 1 FROM app.posts p WHERE p.author_id = u.id) "
-            "ORDER BY u.username LIMIT 1;",
-        )
-        ids = psql(
-            pg,
-            "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-            f"LIMIT {int(args.ids)};",
-        ).splitlines()
-        if not ids or not username:
-            raise BenchError("no published posts or no seeded user to sign in as")
+        fixture = read_fixture(pg, args.ids)
+        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
+        username, ids, posts = fixture.username, fixture.post_ids, fixture.posts_path
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with uvicorn_server("full", APP, env=env, log_path=workdir / "full.log") as server:
             with httpx.Client(base_url=server.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
                 for post_id in ids[:5]:
-                    get_ok(client, f"{POSTS}/{post_id}", auth)
-            paths = tuple(f"{POSTS}/{i}" for i in ids)
-            load = Load(f"{POSTS}/{{id}}", paths, auth)
+                    get_ok(client, f"{posts}/{post_id}", auth)
+            paths = tuple(f"{posts}/{i}" for i in ids)
+            load = Load(f"{posts}/{{id}}", paths, auth)
             before = _capacity(server, load, args, args.capacity_rounds, workdir, pg)
             capacity = median([r.requests_per_sec for r in before.runs["post_by_id"]])
             rate = args.rate or args.fraction * capacity
@@ -162,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     capacity_runs = before.as_json()
     return {
         "server": config.describe(),
-        "settings": {"app": APP, "path": f"{POSTS}/{{id}}", "ids": len(ids)},
+        "settings": {"app": APP, "path": f"{API}/orgs/{{org_id}}/posts/{{id}}", "ids": len(ids)},
         "seeded": seeded,
         "capacity": {
             "requests_per_sec": capacity,

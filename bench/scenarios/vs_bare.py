@@ -69,26 +69,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fixture,
     ):
         username, user_id, ids = fixture.username, fixture.user_id, fixture.post_ids
+        posts, bare_posts = fixture.posts_path, f"/orgs/{fixture.org_id}/posts"
         with ld.serve_variants((KEEL, BARE), env, Path(tmp)) as servers:
             keel, bare = servers["keel"], servers["bare"]
             with httpx.Client(base_url=keel.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-            ld.check_reply(keel, f"{API}/posts/{ids[0]}", auth, KEEL)
-            ld.check_reply(bare, f"/posts/{ids[0]}", {}, BARE)
+            ld.check_reply(keel, f"{posts}/{ids[0]}", auth, KEEL)
+            ld.check_reply(bare, f"{bare_posts}/{ids[0]}", {}, BARE)
             with httpx.Client(timeout=30) as client:
-                same = get_ok(client, keel.url(f"{API}/posts/{ids[0]}"), auth) == get_ok(
-                    client, bare.url(f"/posts/{ids[0]}")
+                same = get_ok(client, keel.url(f"{posts}/{ids[0]}"), auth) == get_ok(
+                    client, bare.url(f"{bare_posts}/{ids[0]}")
                 )
-            keel_ids = tuple(f"{API}/posts/{i}" for i in ids)
+            keel_ids = tuple(f"{posts}/{i}" for i in ids)
+            bare_ids = tuple(f"{bare_posts}/{i}" for i in ids)
             measured = [
-                ld.Measured("keel_post_by_id", keel, Load(f"{API}/posts/{{id}}", keel_ids, auth)),
-                ld.Measured(
-                    "bare_post_by_id", bare, Load("/posts/{id}", tuple(f"/posts/{i}" for i in ids))
-                ),
+                ld.Measured("keel_post_by_id", keel, Load(f"{posts}/{{id}}", keel_ids, auth)),
+                ld.Measured("bare_post_by_id", bare, Load(f"{bare_posts}/{{id}}", bare_ids)),
                 ld.Measured("keel_users_me", keel, Load(f"{API}/users/me", headers=auth)),
                 ld.Measured("bare_user_by_id", bare, Load(f"/users/{user_id}")),
-                ld.Measured("keel_list_20", keel, Load(f"{API}/posts?limit=20", headers=auth)),
-                ld.Measured("bare_list_20", bare, Load("/posts?limit=20")),
+                ld.Measured("keel_list_20", keel, Load(f"{posts}?limit=20", headers=auth)),
+                ld.Measured("bare_list_20", bare, Load(f"{bare_posts}?limit=20")),
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
