@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from fastapi import FastAPI
@@ -64,7 +65,7 @@ async def member(
     client: AsyncClient,
     org_id: UUID | str,
     role: str,
-    **fields: object,
+    **fields: Any,
 ) -> tuple[User, dict[str, str]]:
     """A new user with `role` in the organization, and their Authorization header."""
     user = await make_user(app, session, **fields)

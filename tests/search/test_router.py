@@ -164,9 +164,8 @@ async def test_search_is_served_by_the_tenant_gin_index(
         limit=20,
         offset=0,
     )
-    sql = str(
-        statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-    )
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
     await db_session.execute(text("SET enable_seqscan = off"))
     plan = "\n".join((await db_session.scalars(text(f"EXPLAIN {sql}"))).all())
     assert "ix_posts_tenant_id_search" in plan
