@@ -102,7 +102,8 @@ async def store_embeddings(
         set_={
             "embedding": statement.excluded.embedding,
             "model": statement.excluded.model,
-            "embedded_at": func.now(),
+            # The new row's default (now()): Citus refuses functions in DO UPDATE SET.
+            "embedded_at": statement.excluded.embedded_at,
         },
     )
     await session.execute(statement)
