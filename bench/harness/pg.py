@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from bench.harness.base import BenchError
 from bench.harness.noise import CpuSplit, cpu_split
@@ -205,21 +206,31 @@ class ReadFixture:
     dropped_queued_jobs: int
 
 
-def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
-    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts."""
+def read_fixture(pg: EmbeddedPostgres, ids: int, *, own_posts: bool = False) -> ReadFixture:
+    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts.
+
+    By default the reader is the first active user by username and the posts are any
+    published ones. With `own_posts`, the reader is the active user with the most published
+    posts and the posts are theirs: reads inside one tenant (a personal organization's id is
+    its owner's), the same SQL before and after posts had a tenant.
+    """
     dropped = drop_queued_jobs(pg)
     psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-    viewer = psql(
-        pg,
-        "SELECT u.username || '|' || u.id FROM app.users u "
-        "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
-    )
+    users = "FROM app.users u WHERE u.is_active AND NOT u.is_superuser"
+    order = "ORDER BY u.username"
+    if own_posts:
+        published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
+        order = f"ORDER BY ({published}) DESC, u.username"
+    viewer = psql(pg, f"SELECT u.username || '|' || u.id {users} {order} LIMIT 1;")  # noqa: S608
+    if "|" not in viewer:
+        raise BenchError("no seeded user to sign in as")
+    username, user_id = viewer.split("|")
+    mine = f"AND author_id = '{UUID(user_id)}'" if own_posts else ""
     post_ids = psql(
         pg,
-        "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
+        f"SELECT id FROM app.posts WHERE is_published {mine} ORDER BY md5(id::text) "  # noqa: S608
         f"LIMIT {int(ids)};",
     ).splitlines()
-    if not post_ids or "|" not in viewer:
-        raise BenchError("no published posts or no seeded user to sign in as")
-    username, user_id = viewer.split("|")
+    if not post_ids:
+        raise BenchError("no published posts to read")
     return ReadFixture(username, user_id, post_ids, dropped)

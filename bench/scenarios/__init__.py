@@ -27,6 +27,9 @@ NAMES = (
     "backups",
     "replica_reads",
     "viewer_memberships",
+    "tenant_read",
+    "tenant_keyset",
+    "tenant_hnsw_recall",
 )
 
 
