@@ -1,14 +1,23 @@
-"""Make posts through the real service."""
+"""Make posts through the real service, in the author's personal organization by default."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.core.viewer import Role
+from keel.orgs.permissions import OrgActor
 from keel.posts.models import Post
 from keel.posts.schemas import PostCreate
 from keel.posts.service import create_post
 from keel.users.models import User
 from tests.users.factory import as_viewer
+
+
+def posts_url(org_id: UUID | str) -> str:
+    """The posts of an organization; a user's personal organization has the user's id."""
+    return f"/api/v1/orgs/{org_id}/posts"
 
 
 async def make_post(
@@ -18,6 +27,10 @@ async def make_post(
     content: str = "Some words.",
     *,
     published: bool = True,
+    org_id: UUID | None = None,
 ) -> Post:
+    """A post by `author` in `org_id` (their personal organization unless given)."""
+    tenant = author.id if org_id is None else org_id
+    actor = OrgActor(tenant, as_viewer(author), Role.OWNER if tenant == author.id else Role.MEMBER)
     data = PostCreate(title=title, content=content, is_published=published)
-    return await create_post(session, as_viewer(author), data)
+    return await create_post(session, actor, data)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
-from fastapi import Query
+from fastapi import Query, Request
 
 from keel.core.db import TransactionDep
 from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer, ServicesDep
 from keel.core.routing import KeelRouter, Responses
 from keel.insight import service
 from keel.insight.schemas import DailyStatsReport, ExplainReport, IsoDate, QueryName
+from keel.orgs.deps import resolve_actor
 
 router = KeelRouter(prefix="/admin", tags=["admin"])
 
@@ -51,9 +53,10 @@ async def daily_stats(
     "/explain/{query_name}",
     response_model=ExplainReport,
     responses={**ADMIN_ERRORS, **BAD_QUERY},
-    summary="EXPLAIN ANALYZE one of the app's own queries (admins)",
+    summary="EXPLAIN ANALYZE one of the app's own queries in one organization (admins)",
 )
 async def explain_query(
+    request: Request,
     query_name: QueryName,
     session: TransactionDep,
     admin: AdminViewer,
@@ -66,5 +69,11 @@ async def explain_query(
             description="Search terms for `post_search`, as `/search/posts` takes them.",
         ),
     ] = "postgres",
+    org_id: Annotated[
+        UUID | None,
+        Query(description="The organization whose data the query reads (default: yours)."),
+    ] = None,
 ) -> Any:
-    return await service.explain_query(session, query_name, admin, services.settings, q=q)
+    # Every sampled query is tenant-scoped, as the app runs it: explain it in one tenant.
+    actor = resolve_actor(request, admin, admin.user_id if org_id is None else org_id)
+    return await service.explain_query(session, query_name, actor, services.settings, q=q)

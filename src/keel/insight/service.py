@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
 from keel.core.errors import KeelError
-from keel.core.viewer import Viewer
 from keel.insight import repository
 from keel.insight.repository import AnySelect, RawQuery
 from keel.insight.schemas import (
@@ -21,6 +20,7 @@ from keel.insight.schemas import (
     PlanSummary,
     QueryName,
 )
+from keel.orgs.permissions import OrgActor
 from keel.posts.service import PostFilters, list_query
 from keel.search.service import search_statement
 
@@ -80,16 +80,16 @@ async def daily_stats(
 
 
 def _sample(
-    name: QueryName, viewer: Viewer, settings: Settings, *, q: str, today: date
+    name: QueryName, actor: OrgActor, settings: Settings, *, q: str, today: date
 ) -> tuple[AnySelect | RawQuery, int | None]:
     """The named statement with sample parameters, and the report's planner workers."""
     match name:
         case QueryName.post_list:
             # The first page as the posts router asks for it: one extra row means "more".
-            return list_query(viewer, PostFilters(), limit=SAMPLE_PAGE + 1), None
+            return list_query(actor, PostFilters(), limit=SAMPLE_PAGE + 1), None
         case QueryName.post_search:
             config = settings.search_config
-            return search_statement(viewer, q, config=config, limit=SAMPLE_PAGE, offset=0), None
+            return search_statement(actor, q, config=config, limit=SAMPLE_PAGE, offset=0), None
         case QueryName.daily_stats:
             start = today - timedelta(days=SAMPLE_STATS_DAYS - 1)
             statement = repository.daily_stats_statement(start, today)
@@ -122,11 +122,11 @@ def summarize(plan: dict[str, Any]) -> PlanSummary:
 
 
 async def explain_query(
-    session: AsyncSession, name: QueryName, viewer: Viewer, settings: Settings, *, q: str
+    session: AsyncSession, name: QueryName, actor: OrgActor, settings: Settings, *, q: str
 ) -> ExplainReport:
-    """EXPLAIN ANALYZE the named statement, as the app builds it, with `viewer` as viewer."""
+    """EXPLAIN ANALYZE the named statement as the app builds it for `actor`'s organization."""
     today = datetime.now(UTC).date()
-    statement, parallel_workers = _sample(name, viewer, settings, q=q, today=today)
+    statement, parallel_workers = _sample(name, actor, settings, q=q, today=today)
     plan = await repository.explain(session, statement, parallel_workers=parallel_workers)
     return ExplainReport(
         query=name,

@@ -1,6 +1,7 @@
 """SQL for posts: visibility, filters, keyset and offset pages.
 
-Reads (`read_visible`, `list_visible`) are prepared statements on the read pool that
+Every statement is filtered by the organization (`tenant_id`) it is given. Reads
+(`read_visible`, `list_visible_rows`) are prepared statements on the read pool that
 select exactly the columns a `PostPublic` carries and return dicts of that shape.
 Writes go through the ORM session, inside the request's transaction.
 """
@@ -19,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from keel.core.db import ReadPool
-from keel.core.viewer import Viewer
+from keel.orgs.permissions import OrgActor
 from keel.posts.models import Post
-from keel.posts.queries import READ_OPTIONS, visible_to
+from keel.posts.queries import READ_OPTIONS, sees_drafts, visible_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +43,9 @@ _PUBLIC_POST_COLUMNS = """
     p.id, p.title, p.content, p.is_published, p.created_at, p.updated_at,
     u.id AS author_id, u.username, u.full_name, u.created_at AS author_created_at
 FROM app.posts AS p JOIN app.users AS u ON u.id = p.author_id"""
-# $2 is the viewer, $3 whether they are an admin: the same statement serves everyone.
+# $3 is the caller, $4 whether they see drafts: the same statement serves everyone.
 READ_VISIBLE = f"""SELECT {_PUBLIC_POST_COLUMNS}
-WHERE p.id = $1 AND (p.is_published OR p.author_id = $2 OR $3)"""
+WHERE p.tenant_id = $1 AND p.id = $2 AND (p.is_published OR p.author_id = $3 OR $4)"""
 
 
 def public_post(row: Any) -> dict[str, Any]:
@@ -60,13 +61,16 @@ def public_post(row: Any) -> dict[str, Any]:
     }
 
 
-async def read_visible(reads: ReadPool, post_id: UUID, viewer: Viewer) -> dict[str, Any] | None:
-    row = await reads.fetchrow(READ_VISIBLE, post_id, viewer.user_id, viewer.is_superuser)
+async def read_visible(reads: ReadPool, actor: OrgActor, post_id: UUID) -> dict[str, Any] | None:
+    row = await reads.fetchrow(
+        READ_VISIBLE, actor.organization_id, post_id, actor.user_id, sees_drafts(actor)
+    )
     return None if row is None else public_post(row)
 
 
 # Filter name -> clause, with `{}` for each parameter it takes (numbered when built).
 _LIST_FILTERS: dict[str, str] = {
+    "tenant": "p.tenant_id = {}",
     "visible": "(p.is_published OR p.author_id = {})",
     "author_id": "p.author_id = {}",
     "published": "p.is_published = {}",
@@ -101,19 +105,20 @@ def _arity(name: str) -> int:
 
 
 def list_query(
-    viewer: Viewer,
+    actor: OrgActor,
     filters: PostFilters,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     offset: int = 0,
 ) -> tuple[str, list[Any]]:
-    """The list statement and its arguments: newest first (id breaks ties).
+    """The list statement and its arguments: newest first (id breaks ties), one tenant.
 
     `after` continues a keyset page; `offset` skips rows.
     """
     candidates: list[tuple[str, tuple[Any, ...] | None]] = [
-        ("visible", None if viewer.is_superuser else (viewer.user_id,)),
+        ("tenant", (actor.organization_id,)),
+        ("visible", None if sees_drafts(actor) else (actor.user_id,)),
         ("author_id", None if filters.author_id is None else (filters.author_id,)),
         ("published", None if filters.published is None else (filters.published,)),
         ("created_after", None if filters.created_after is None else (filters.created_after,)),
@@ -127,14 +132,14 @@ def list_query(
 
 async def list_visible_rows(
     reads: ReadPool,
-    viewer: Viewer,
+    actor: OrgActor,
     filters: PostFilters,
     *,
     limit: int,
     after: tuple[datetime, UUID] | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    sql, args = list_query(viewer, filters, limit=limit, after=after, offset=offset)
+    sql, args = list_query(actor, filters, limit=limit, after=after, offset=offset)
     return [public_post(row) for row in await reads.fetch(sql, *args)]
 
 
@@ -146,18 +151,20 @@ async def save(session: AsyncSession, post: Post) -> Post:
     session.add(post)
     await session.flush()
     await session.refresh(post, attribute_names=["created_at", "updated_at"])
-    loaded = await get_by_id(session, post.id)
+    loaded = await get_by_id(session, post.tenant_id, post.id)
     assert loaded is not None  # noqa: S101 - just flushed in this transaction
     return loaded
 
 
-async def get_visible(session: AsyncSession, post_id: UUID, viewer: Viewer) -> Post | None:
-    statement = _with_author(select(Post).where(col(Post.id) == post_id, visible_to(viewer)))
+async def get_visible(session: AsyncSession, actor: OrgActor, post_id: UUID) -> Post | None:
+    statement = _with_author(select(Post).where(col(Post.id) == post_id, visible_to(actor)))
     return (await session.scalars(statement)).first()
 
 
-async def get_by_id(session: AsyncSession, post_id: UUID) -> Post | None:
-    statement = _with_author(select(Post).where(col(Post.id) == post_id))
+async def get_by_id(session: AsyncSession, tenant_id: UUID, post_id: UUID) -> Post | None:
+    statement = _with_author(
+        select(Post).where(col(Post.tenant_id) == tenant_id, col(Post.id) == post_id)
+    )
     return (await session.scalars(statement.execution_options(populate_existing=True))).first()
 
 
