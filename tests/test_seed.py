@@ -16,13 +16,11 @@ import pytest
 from keel.config import Settings
 from keel.core.db import create_database
 from keel.core.passwords import PasswordHasher
-from keel.posts.schemas import PostCreate
-from keel.posts.service import create_post
 from keel.seed import SEEDED_PASSWORD, SeedError, is_seeded_id, seed
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
-from tests.users.factory import as_viewer
+from tests.posts.factory import make_post
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 SEEDED_USERS = "SELECT username, email FROM app.users WHERE metadata @> '{\"seeded\": true}'"
@@ -55,7 +53,8 @@ async def _counts(url: str) -> tuple[int, int]:
 
 
 async def _make_real_user(settings: Settings, name: str, **fields: Any) -> None:
-    """A user and one post of theirs, through the services, as the app would make them."""
+    """A user and one post of theirs (in their personal organization), through the
+    services, as the app would make them."""
     database = create_database(settings, str(settings.database_url))
     try:
         async with database.sessionmaker() as session:
@@ -65,9 +64,7 @@ async def _make_real_user(settings: Settings, name: str, **fields: Any) -> None:
             user = await create_user(session, PasswordHasher.from_settings(settings), data)
             for field, value in fields.items():
                 setattr(user, field, value)
-            await create_post(
-                session, as_viewer(user), PostCreate(title=f"by {name}", content="Real words.")
-            )
+            await make_post(session, user, f"by {name}", "Real words.")
             await session.commit()
     finally:
         await database.dispose()
