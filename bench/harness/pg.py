@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from bench.harness.base import BenchError
+from bench.harness.base import API, BenchError
 from bench.harness.noise import CpuSplit, cpu_split
 from keel.core.embedded import PORT, EmbeddedPostgres, bin_path
 
@@ -198,39 +198,47 @@ def drop_queued_jobs(pg: EmbeddedPostgres) -> int:
 
 @dataclass(frozen=True)
 class ReadFixture:
-    """What the read scenarios need after seeding: a user to sign in as, published post ids."""
+    """What the read scenarios need after seeding: a user to sign in as, and published posts
+    of theirs (in their personal organization, whose id is the user's)."""
 
     username: str
     user_id: str
     post_ids: list[str]
     dropped_queued_jobs: int
 
+    @property
+    def org_id(self) -> str:
+        return self.user_id
 
-def read_fixture(pg: EmbeddedPostgres, ids: int, *, own_posts: bool = False) -> ReadFixture:
+    def post_paths(self) -> tuple[str, ...]:
+        """`GET /orgs/{org_id}/posts/{id}` for each post."""
+        return tuple(f"{API}/orgs/{self.org_id}/posts/{i}" for i in self.post_ids)
+
+
+def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
     """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts.
 
-    By default the reader is the first active user by username and the posts are any
-    published ones. With `own_posts`, the reader is the active user with the most published
-    posts and the posts are theirs: reads inside one tenant (a personal organization's id is
-    its owner's), the same SQL before and after posts had a tenant.
+    The reader is the active user with the most published posts, and the posts are up to
+    `ids` of theirs: reads inside one tenant (a personal organization's id is its owner's),
+    the same SQL before and after posts had a tenant.
     """
     dropped = drop_queued_jobs(pg)
     psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-    users = "FROM app.users u WHERE u.is_active AND NOT u.is_superuser"
-    order = "ORDER BY u.username"
-    if own_posts:
-        published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
-        order = f"ORDER BY ({published}) DESC, u.username"
-    viewer = psql(pg, f"SELECT u.username || '|' || u.id {users} {order} LIMIT 1;")  # noqa: S608
+    published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
+    viewer = psql(
+        pg,
+        "SELECT u.username || '|' || u.id FROM app.users u "  # noqa: S608 - constant SQL
+        f"WHERE u.is_active AND NOT u.is_superuser ORDER BY ({published}) DESC, u.username "
+        "LIMIT 1;",
+    )
     if "|" not in viewer:
         raise BenchError("no seeded user to sign in as")
     username, user_id = viewer.split("|")
-    mine = f"AND author_id = '{UUID(user_id)}'" if own_posts else ""
     post_ids = psql(
         pg,
-        f"SELECT id FROM app.posts WHERE is_published {mine} ORDER BY md5(id::text) "  # noqa: S608
-        f"LIMIT {int(ids)};",
+        f"SELECT id FROM app.posts WHERE is_published AND author_id = '{UUID(user_id)}' "  # noqa: S608
+        f"ORDER BY md5(id::text) LIMIT {int(ids)};",
     ).splitlines()
     if not post_ids:
-        raise BenchError("no published posts to read")
+        raise BenchError("the reader has no published posts")
     return ReadFixture(username, user_id, post_ids, dropped)

@@ -36,11 +36,10 @@ def seeded_reads(
     args: argparse.Namespace,
     *,
     seed_value: int,
-    own_posts: bool = False,
     seed_extra: Sequence[str] = (),
 ) -> Iterator[SeededReads]:
     """`--users` users and `--posts` posts seeded by `keel seed` (plus `seed_extra`
-    options, e.g. `--tenants=N`), then `read_fixture(--ids, own_posts=own_posts)`.
+    options, e.g. `--tenants=N`), then `read_fixture(--ids)`.
 
     Needs the scenario to have added the load and server arguments and `--users`,
     `--posts`, `--ids`.
@@ -56,7 +55,8 @@ def seeded_reads(
         tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
     ):
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts {' '.join(seed_extra)}...")
+        extra = f" ({' '.join(seed_extra)})" if seed_extra else ""
+        say(f"seeding {args.users:,} users and {args.posts:,} posts{extra} ...")
         seeded = seed(
             pg.url,
             users=args.users,
@@ -66,7 +66,7 @@ def seeded_reads(
             src=src,
             extra=seed_extra,
         )
-        fixture = read_fixture(pg, args.ids, own_posts=own_posts)
+        fixture = read_fixture(pg, args.ids)
         seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         yield SeededReads(options, config, others, pg, tmp, env, seeded, fixture)

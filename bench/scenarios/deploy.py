@@ -24,7 +24,6 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
 from bench.harness.noise import noise_warning
 from bench.harness.otlp import otlp_sink
@@ -91,10 +90,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants(variants, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["direct"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
+            paths = fixture.post_paths()
             for variant in variants:
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
-            load = Load(f"{API}/posts/{{id}}", paths, auth)
+            load = Load(paths[0], paths, auth)
             measured = [ld.Measured(key, servers[key], load) for key in KEYS]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)

@@ -42,7 +42,7 @@ from bench.harness.wrk import path_picker_lua, run_wrk
 
 NAME = "insight"
 APP = "keel.app:create_app"
-OVERVIEW, ME, POSTS = f"{API}/admin/db/overview", f"{API}/users/me", f"{API}/posts"
+OVERVIEW, ME = f"{API}/admin/db/overview", f"{API}/users/me"
 METRICS_TOKEN = "bench-metrics-token"  # noqa: S105 - loopback only
 COLLECT = re.compile(r"^keel_db_insight_collect_seconds (\S+)$", re.MULTILINE)
 
@@ -139,9 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with httpx.Client(base_url=full.url(), timeout=60) as client:
                 admin_auth = bearer(login(client, admin, SEEDED_PASSWORD))
                 reader_auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            script = path_picker_lua(
-                tuple(f"{POSTS}/{i}" for i in fixture.post_ids), workdir / "posts.lua"
-            )
+            script = path_picker_lua(fixture.post_paths(), workdir / "posts.lua")
             for round_no in range(1, options.rounds + 1):
                 settle(options.quiet_wait, options.other_wait)
                 with httpx.Client(base_url=full.url(), timeout=60) as client:
@@ -158,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lat["bare"] += timed_gets(client, "/metrics", scrape, args.requests)[0]
                 for mode in ("without", "with"):
                     settle(options.quiet_wait, options.other_wait)
-                    url = full.url(f"{POSTS}/{fixture.post_ids[0]}")
+                    url = full.url(fixture.post_paths()[0])
                     headers = {**options.headers, **reader_auth}
                     run_wrk(
                         url,

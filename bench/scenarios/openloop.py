@@ -1,7 +1,8 @@
 """Open-loop load: authenticated GET /posts/{id} at 70% of measured capacity for N minutes.
 
 1. Capacity: closed-loop wrk on full Keel (production defaults), authenticated
-   `GET /api/v1/posts/{id}` over random published ids, `--capacity-rounds` runs, median.
+   `GET /api/v1/orgs/{org_id}/posts/{id}` over the reader's random published posts,
+   `--capacity-rounds` runs, median.
 2. Open loop: a constant arrival rate of `--fraction` (0.7) × that capacity for `--minutes`
    (3), from `bench.harness.openloop` pinned to the client core: p50/p99/p99.9 latency
    measured from each request's intended send time (no coordinated omission), errors, 5xx.
@@ -23,10 +24,10 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, CLIENT_CPU, SERVER_CPU, BenchError, median, say
+from bench.harness.base import API, CLIENT_CPU, SERVER_CPU, median, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, get_ok, login, seed
 from bench.harness.noise import cpu_split, noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, postmaster_pid, psql
+from bench.harness.pg import embedded_cluster, postmaster_pid, read_fixture
 from bench.harness.proc import run_child, source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import (
@@ -42,7 +43,7 @@ from keel.core.embedded import EmbeddedPostgres
 
 NAME = "openloop"
 APP = "keel.app:create_app"
-POSTS = f"{API}/posts"
+POST = f"{API}/orgs/{{org_id}}/posts/{{id}}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,29 +107,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
         say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-        seeded["dropped_queued_jobs"] = drop_queued_jobs(pg)
-        psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-        username = psql(
-            pg,
-            "SELECT u.username FROM app.users u WHERE u.is_active AND NOT u.is_superuser "
-            "AND EXISTS (SELECT 1 FROM app.posts p WHERE p.author_id = u.id) "
-            "ORDER BY u.username LIMIT 1;",
-        )
-        ids = psql(
-            pg,
-            "SELECT id FROM app.posts WHERE is_published ORDER BY md5(id::text) "  # noqa: S608
-            f"LIMIT {int(args.ids)};",
-        ).splitlines()
-        if not ids or not username:
-            raise BenchError("no published posts or no seeded user to sign in as")
+        fixture = read_fixture(pg, args.ids)
+        seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
+        username, paths = fixture.username, fixture.post_paths()
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with uvicorn_server("full", APP, env=env, log_path=workdir / "full.log") as server:
             with httpx.Client(base_url=server.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-                for post_id in ids[:5]:
-                    get_ok(client, f"{POSTS}/{post_id}", auth)
-            paths = tuple(f"{POSTS}/{i}" for i in ids)
-            load = Load(f"{POSTS}/{{id}}", paths, auth)
+                for path in paths[:5]:
+                    get_ok(client, path, auth)
+            load = Load(paths[0], paths, auth)
             before = _capacity(server, load, args, args.capacity_rounds, workdir, pg)
             capacity = median([r.requests_per_sec for r in before.runs["post_by_id"]])
             rate = args.rate or args.fraction * capacity
@@ -162,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     capacity_runs = before.as_json()
     return {
         "server": config.describe(),
-        "settings": {"app": APP, "path": f"{POSTS}/{{id}}", "ids": len(ids)},
+        "settings": {"app": APP, "path": POST, "ids": len(paths)},
         "seeded": seeded,
         "capacity": {
             "requests_per_sec": capacity,

@@ -64,13 +64,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants((OFF, on), env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["routing_off"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
+            paths = fixture.post_paths()
             for variant in (OFF, on):
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
             before = _replica_reads(replica)
             measured = [
-                ld.Measured(v.key, servers[v.key], Load(f"{API}/posts/{{id}}", paths, auth))
-                for v in (OFF, on)
+                ld.Measured(v.key, servers[v.key], Load(paths[0], paths, auth)) for v in (OFF, on)
             ]
             rounds = ld.alternate(measured, options, Path(tmp))
             served_by_replica = _replica_reads(replica) - before
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = medians["routing_on"]["requests_per_sec"] / medians["routing_off"]["requests_per_sec"]
     return {
         "server": config.describe(),
-        "settings": {"path": f"{API}/posts/{{id}}", "ids": len(fixture.post_ids)},
+        "settings": {"path": f"{API}/orgs/{{org_id}}/posts/{{id}}", "ids": len(fixture.post_ids)},
         "seeded": seeded,
         **rounds.as_json(),
         "others_seen": sorted(set(others + rounds.others_seen)),

@@ -26,7 +26,6 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
 from bench.harness.noise import noise_warning
 from bench.harness.pg import psql
@@ -104,12 +103,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants(VARIANTS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = tuple(f"{API}/posts/{i}" for i in fixture.post_ids)
+            paths = fixture.post_paths()
             for variant in VARIANTS:
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
             measured = [
-                ld.Measured(v.key, servers[v.key], Load(f"{API}/posts/{{id}}", paths, auth))
-                for v in VARIANTS
+                ld.Measured(v.key, servers[v.key], Load(paths[0], paths, auth)) for v in VARIANTS
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
