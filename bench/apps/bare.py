@@ -6,10 +6,11 @@ per request (no reset query on release), the row turned into the same JSON Keel 
 with (orjson). It reads Keel's tables (`app.posts`, `app.users`), so it runs against a
 database Keel migrated.
 
-- `GET /posts/{id}`: one post by primary key with its author's public columns, the
-  columns of Keel's `PostPublic`;
-- `GET /posts`: the 20 newest published posts (`?limit=` up to 100), same columns, in the
-  shape of Keel's page (`items`, `limit`, `next_cursor` left null);
+- `GET /orgs/{org_id}/posts/{id}`: one post by primary key (tenant, id) with its author's
+  public columns, the columns of Keel's `PostPublic`;
+- `GET /orgs/{org_id}/posts`: the organization's 20 newest posts (`?limit=` up to 100), as
+  its owner sees them (drafts too), same columns, in the shape of Keel's page (`items`,
+  `limit`, `next_cursor` left null);
 - `GET /users/{id}`: one user row, the columns of Keel's `UserPrivate` (`/users/me`);
 - `GET /health`: `{"status": "ok"}` without touching the database.
 
@@ -37,14 +38,14 @@ POST_COLUMNS = """
 POST_BY_ID = f"""
     SELECT {POST_COLUMNS}
     FROM app.posts p JOIN app.users u ON u.id = p.author_id
-    WHERE p.id = $1
+    WHERE p.tenant_id = $1 AND p.id = $2
 """  # noqa: S608 - constants
 NEWEST_POSTS = f"""
     SELECT {POST_COLUMNS}
     FROM app.posts p JOIN app.users u ON u.id = p.author_id
-    WHERE p.is_published
+    WHERE p.tenant_id = $1
     ORDER BY p.created_at DESC, p.id DESC
-    LIMIT $1
+    LIMIT $2
 """  # noqa: S608 - constants
 USER_BY_ID = """
     SELECT id, username, full_name, created_at, email, is_active, is_superuser, is_verified,
@@ -124,17 +125,17 @@ def create_app() -> FastAPI:
     async def health() -> Response:
         return json_reply({"status": "ok"})
 
-    @app.get("/posts/{post_id}")
-    async def post_by_id(post_id: UUID, request: Request) -> Response:
-        row = await request.app.state.pool.fetchrow(POST_BY_ID, post_id)
+    @app.get("/orgs/{org_id}/posts/{post_id}")
+    async def post_by_id(org_id: UUID, post_id: UUID, request: Request) -> Response:
+        row = await request.app.state.pool.fetchrow(POST_BY_ID, org_id, post_id)
         if row is None:
             raise HTTPException(404)
         return json_reply(post_json(row))
 
-    @app.get("/posts")
-    async def newest_posts(request: Request, limit: int = 20) -> Response:
+    @app.get("/orgs/{org_id}/posts")
+    async def newest_posts(org_id: UUID, request: Request, limit: int = 20) -> Response:
         limit = max(1, min(limit, MAX_LIMIT))
-        rows = await request.app.state.pool.fetch(NEWEST_POSTS, limit)
+        rows = await request.app.state.pool.fetch(NEWEST_POSTS, org_id, limit)
         return json_reply(
             {"items": [post_json(r) for r in rows], "limit": limit, "next_cursor": None}
         )

@@ -210,9 +210,9 @@ class ReadFixture:
     def org_id(self) -> str:
         return self.user_id
 
-    def post_paths(self) -> tuple[str, ...]:
-        """`GET /orgs/{org_id}/posts/{id}` for each post."""
-        return tuple(f"{API}/orgs/{self.org_id}/posts/{i}" for i in self.post_ids)
+    def post_paths(self, prefix: str = API) -> tuple[str, ...]:
+        """`GET /orgs/{org_id}/posts/{id}` for each post (`prefix` "" for the bench apps)."""
+        return tuple(f"{prefix}/orgs/{self.org_id}/posts/{i}" for i in self.post_ids)
 
 
 def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:

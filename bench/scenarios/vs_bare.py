@@ -2,9 +2,11 @@
 
 Two servers on one seeded database, measured in alternation (wrk, closed loop):
 
-- `GET /api/v1/posts/{id}` (Bearer) ÷ the bare app's `GET /posts/{id}` (target ≥ 0.6);
+- `GET /api/v1/orgs/{org_id}/posts/{id}` (Bearer) ÷ the bare app's
+  `GET /orgs/{org_id}/posts/{id}` (target ≥ 0.6), the reader's own posts;
 - `GET /api/v1/users/me` (Bearer) ÷ the bare app's `GET /users/{id}` (target ≥ 0.6);
-- `GET /api/v1/posts?limit=20` (Bearer) ÷ the bare app's 20 newest posts (target ≥ 0.5).
+- `GET /api/v1/orgs/{org_id}/posts?limit=20` (Bearer) ÷ the bare app's 20 newest posts
+  of the organization (target ≥ 0.5).
 
 The bare app (`bench.apps.bare`) selects the same columns and answers the same JSON, with
 no middleware, auth or ORM: what the read costs when Python stays out of the way. Keel
@@ -68,27 +70,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded,
         fixture,
     ):
-        username, user_id, ids = fixture.username, fixture.user_id, fixture.post_ids
+        username, user_id = fixture.username, fixture.user_id
         with ld.serve_variants((KEEL, BARE), env, Path(tmp)) as servers:
             keel, bare = servers["keel"], servers["bare"]
             with httpx.Client(base_url=keel.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-            ld.check_reply(keel, f"{API}/posts/{ids[0]}", auth, KEEL)
-            ld.check_reply(bare, f"/posts/{ids[0]}", {}, BARE)
+            keel_ids, bare_ids = fixture.post_paths(), fixture.post_paths(prefix="")
+            ld.check_reply(keel, keel_ids[0], auth, KEEL)
+            ld.check_reply(bare, bare_ids[0], {}, BARE)
             with httpx.Client(timeout=30) as client:
-                same = get_ok(client, keel.url(f"{API}/posts/{ids[0]}"), auth) == get_ok(
-                    client, bare.url(f"/posts/{ids[0]}")
+                same = get_ok(client, keel.url(keel_ids[0]), auth) == get_ok(
+                    client, bare.url(bare_ids[0])
                 )
-            keel_ids = tuple(f"{API}/posts/{i}" for i in ids)
+            org_posts = f"/orgs/{fixture.org_id}/posts?limit=20"
             measured = [
-                ld.Measured("keel_post_by_id", keel, Load(f"{API}/posts/{{id}}", keel_ids, auth)),
-                ld.Measured(
-                    "bare_post_by_id", bare, Load("/posts/{id}", tuple(f"/posts/{i}" for i in ids))
-                ),
+                ld.Measured("keel_post_by_id", keel, Load(keel_ids[0], keel_ids, auth)),
+                ld.Measured("bare_post_by_id", bare, Load(bare_ids[0], bare_ids)),
                 ld.Measured("keel_users_me", keel, Load(f"{API}/users/me", headers=auth)),
                 ld.Measured("bare_user_by_id", bare, Load(f"/users/{user_id}")),
-                ld.Measured("keel_list_20", keel, Load(f"{API}/posts?limit=20", headers=auth)),
-                ld.Measured("bare_list_20", bare, Load("/posts?limit=20")),
+                ld.Measured("keel_list_20", keel, Load(f"{API}{org_posts}", headers=auth)),
+                ld.Measured("bare_list_20", bare, Load(org_posts)),
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
