@@ -69,6 +69,7 @@ def _seed_and_pick(
     fixture = read_fixture(pg, args.ids)
     seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
     seeded["reader_published_posts"] = len(fixture.post_ids)
+    seeded["migration"] = psql(pg, "SELECT version_num FROM alembic_version;")
     return seeded, fixture
 
 
@@ -176,7 +177,8 @@ def render(data: Mapping[str, Any]) -> str:
         f"alternating rounds, {s['warmup']}s warm-up. Each database: `keel seed` "
         f"{s['users']:,} users and {s['posts']:,} posts; the reader "
         f"`{seeded['reader']}` reads {seeded['reader_published_posts']:,} of their own "
-        f"published posts. {res.server_line(data)}.",
+        f"published posts. Migrations: {seeded.get('migration')} ÷ "
+        f"{data['seeded']['before'].get('migration')}. {res.server_line(data)}.",
         "",
         noise_warning(max(m["other_cpu_pct"] for m in med.values())),
     ]
