@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,42 @@ def psql(pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None) -> str
     if proc.returncode != 0:
         raise BenchError(f"psql failed: {proc.stderr.strip()}\n--- SQL ---\n{sql[:2000]}")
     return proc.stdout.rstrip("\n")
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return quote_literal(str(value))
+
+
+def explain(
+    pg: EmbeddedPostgres, sql: str, *, analyze: bool = True, pgoptions: str | None = None
+) -> str:
+    opts = "ANALYZE, BUFFERS, SETTINGS" if analyze else "GENERIC_PLAN"
+    return psql(pg, f"EXPLAIN ({opts}) {sql};", pgoptions=pgoptions)
+
+
+def explain_prepared(
+    pg: EmbeddedPostgres, statement: Mapping[str, Any], *, analyze: bool = True
+) -> str:
+    """EXPLAIN a read-path statement ($n parameters, `{"sql": ..., "args": [...]}`):
+    executed with its arguments, or its generic plan (what a prepared statement settles
+    on after five runs)."""
+    if not analyze:
+        return explain(pg, statement["sql"], analyze=False)
+    args = ", ".join(sql_literal(a) for a in statement["args"])
+    return psql(
+        pg,
+        f"PREPARE bench_read AS {statement['sql']};\n"
+        f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS) EXECUTE bench_read({args});",
+    )
 
 
 def postmaster_pid(pg: EmbeddedPostgres | None) -> int | None:

@@ -18,6 +18,7 @@ page 1 req/s (target ≥ 0.8), with the busiest SQL statement of each run.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from bench.harness import results as res
 from bench.harness.base import API, BenchError
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, walk_cursor
 from bench.harness.noise import noise_warning
-from bench.harness.pg import psql
+from bench.harness.pg import explain_prepared, psql
+from bench.harness.proc import run_child
 from bench.harness.scenario import Results, Scenario, add_quick, apply_quick, first_line
 from bench.harness.seeded import seeded_reads
 from bench.harness.server import add_server_args
@@ -59,6 +61,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=2, help="page size")
     parser.add_argument("--page", type=int, default=500, help="the deep page to compare")
     add_quick(parser, QUICK)
+
+
+def child_list_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The list statements the app prepares for page 1 and for the deep page (its cursor
+    position given), as the reader (owner of the organization) gets them; in a child so
+    --ref applies."""
+    from datetime import datetime
+    from uuid import uuid4
+
+    from keel.core.viewer import Role, Viewer
+    from keel.orgs.permissions import OrgActor
+    from keel.posts.repository import PostFilters, list_query
+
+    org = UUID(spec["org_id"])
+    viewer = Viewer(user_id=org, family_id=uuid4(), is_superuser=False, is_active=True)
+    actor = OrgActor(org, viewer, Role.OWNER)
+    after = (datetime.fromisoformat(spec["after"][0]), UUID(spec["after"][1]))
+    limit = spec["limit"] + 1  # the router asks for one more row to know of a next page
+    out = {}
+    for key, sql_args in (
+        ("page_1", list_query(actor, PostFilters(), limit=limit)),
+        ("page_deep", list_query(actor, PostFilters(), limit=limit, after=after)),
+    ):
+        sql, args = sql_args
+        args = [a.isoformat() if isinstance(a, datetime) else a for a in args]
+        out[key] = {"sql": sql, "args": [str(a) if isinstance(a, UUID) else a for a in args]}
+    return out
+
+
+def _cursor_position(pg: Any, org_id: str, page: int, limit: int) -> list[str]:
+    """(created_at, id) of the last row before `page`: where its cursor points."""
+    row = psql(
+        pg,
+        "SELECT created_at || '|' || id FROM app.posts "  # noqa: S608 - a checked UUID
+        f"WHERE tenant_id = '{UUID(org_id)}' ORDER BY created_at DESC, id DESC "
+        f"OFFSET {(page - 1) * limit - 1} LIMIT 1;",
+    )
+    return row.split("|")
 
 
 def _expected_page(pg: Any, org_id: str, page: int, limit: int) -> list[str]:
@@ -107,6 +147,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ld.Measured("page_deep", server, Load(f"{first}&cursor={cursor}", headers=auth)),
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
+        spec = {
+            "org_id": org_id,
+            "limit": args.limit,
+            "after": _cursor_position(pg, org_id, args.page, args.limit),
+        }
+        src = Path(env["PYTHONPATH"]) if "PYTHONPATH" in env else None  # --ref's snapshot
+        statements = run_child(f"{__name__}:child_list_sql", spec, src=src)
+        plans = {key: explain_prepared(pg, statement) for key, statement in statements.items()}
         counts = psql(pg, "SELECT count(DISTINCT tenant_id), count(*) FROM app.posts;")
     medians = ld.summarise(rounds)
     ratio = medians["page_deep"]["requests_per_sec"] / medians["page_1"]["requests_per_sec"]
@@ -118,6 +166,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "walk": {"seconds": walk_s, "page_items": items, "rows": _rows_of(args)},
         **rounds.as_json(),
         "sql_top": {k: v[-1] for k, v in rounds.sql.items()},
+        "statements": statements,
+        "plans": plans,
         "others_seen": sorted(set(others + rounds.others_seen)),
         "medians": medians,
         "figures": {"ratio": ratio, "target": TARGET, "pass": ratio >= TARGET},
@@ -152,6 +202,24 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
     ]
 
 
+def _plan_line(plan: str) -> str:
+    """The plan's first scan node and its execution time."""
+    scan = re.search(r"((?:Index|Index Only|Seq|Bitmap Heap) Scan[^(]*)", plan)
+    took = re.search(r"Execution Time: ([0-9.]+ ms)", plan)
+    return f"{scan[1].strip() if scan else '?'} ({took[1] if took else '?'})"
+
+
+def _plans_line(data: Mapping[str, Any]) -> str:
+    plans = data.get("plans")
+    if not plans:
+        return ""
+    return (
+        f"Plans (EXPLAIN ANALYZE of the app's prepared list statement): page 1 "
+        f"{_plan_line(plans['page_1'])}; page {data['settings']['page']} "
+        f"{_plan_line(plans['page_deep'])}."
+    )
+
+
 def render(data: Mapping[str, Any]) -> str:
     s, med = data["settings"], data["medians"]
     lines = [
@@ -165,6 +233,8 @@ def render(data: Mapping[str, Any]) -> str:
         f"alternating rounds, {s['warmup']}s warm-up. `keel seed --tenants {s['tenants']} "
         f"--posts-per-tenant {s['posts_per_tenant']} --published-ratio 1` "
         f"({data['seeded']['posts_total']:,} posts). {res.server_line(data)}.",
+        "",
+        _plans_line(data),
         "",
         noise_warning(max(m["other_cpu_pct"] for m in med.values())),
     ]

@@ -28,7 +28,7 @@ from bench.harness import results as res
 from bench.harness.base import API, BenchError, median, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed, walk_cursor
 from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, psql
+from bench.harness.pg import drop_queued_jobs, embedded_cluster, explain, explain_prepared, psql
 from bench.harness.proc import run_child, source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import add_server_args, new_secret, server_config, uvicorn_server
@@ -37,8 +37,6 @@ from bench.scenarios.posts.render import render
 from bench.scenarios.posts.search import SEQ_OPTIONS, search_bench, search_noise
 from bench.scenarios.posts.sql import (
     data_facts,
-    explain,
-    explain_prepared,
     main_sql_ms,
     pick_queries,
     pick_viewer,
