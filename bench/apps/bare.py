@@ -6,11 +6,10 @@ per request (no reset query on release), the row turned into the same JSON Keel 
 with (orjson). It reads Keel's tables (`app.posts`, `app.users`), so it runs against a
 database Keel migrated.
 
-- `GET /orgs/{org_id}/posts/{id}`: one post by primary key (tenant, id) with its author's
-  public columns, the columns of Keel's `PostPublic`;
-- `GET /orgs/{org_id}/posts`: the organization's 20 newest posts (`?limit=` up to 100), as
-  its owner sees them (drafts too), same columns, in the shape of Keel's page (`items`,
-  `limit`, `next_cursor` left null);
+- `GET /orgs/{org}/posts/{id}`: one post by primary key `(tenant_id, id)` with its
+  author's public columns, the columns of Keel's `PostPublic`;
+- `GET /orgs/{org}/posts`: the organization's 20 newest published posts (`?limit=` up to
+  100), same columns, in the shape of Keel's page (`items`, `limit`, `next_cursor` null);
 - `GET /users/{id}`: one user row, the columns of Keel's `UserPrivate` (`/users/me`);
 - `GET /health`: `{"status": "ok"}` without touching the database.
 
@@ -43,7 +42,7 @@ POST_BY_ID = f"""
 NEWEST_POSTS = f"""
     SELECT {POST_COLUMNS}
     FROM app.posts p JOIN app.users u ON u.id = p.author_id
-    WHERE p.tenant_id = $1
+    WHERE p.tenant_id = $1 AND p.is_published
     ORDER BY p.created_at DESC, p.id DESC
     LIMIT $2
 """  # noqa: S608 - constants

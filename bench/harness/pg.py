@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from bench.harness.base import API, BenchError
+from bench.harness.base import BenchError
 from bench.harness.noise import CpuSplit, cpu_split
 from keel.core.embedded import PORT, EmbeddedPostgres, bin_path
 
@@ -34,15 +34,18 @@ def embedded_cluster() -> Iterator[EmbeddedPostgres]:
             pg.stop()
 
 
-def conn_args(pg: EmbeddedPostgres) -> list[str]:
+def conn_args(pg: EmbeddedPostgres, user: str = "postgres") -> list[str]:
     """libpq command-line options (psql, pgbench) for the embedded server's socket."""
-    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", "postgres"]
+    return ["-h", str(pg.socket_dir), "-p", str(PORT), "-U", user]
 
 
-def psql(pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None) -> str:
+def psql(
+    pg: EmbeddedPostgres, sql: str, *, pgoptions: str | None = None, user: str | None = None
+) -> str:
     """Run SQL (several statements allowed) with psql -XAtq; its output, tuples only."""
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = [*pg.psql_argv(), "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+    as_user = ["-U", user] if user else []  # the last -U wins
+    argv = [*pg.psql_argv(), *as_user, "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     proc = subprocess.run(argv, input=sql, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise BenchError(f"psql failed: {proc.stderr.strip()}\n--- SQL ---\n{sql[:2000]}")
@@ -181,9 +184,18 @@ def parse_pgbench(output: str) -> PgbenchResult:
 
 
 def pgbench_argv(
-    pg: EmbeddedPostgres, scripts: Sequence[Path], *, duration: int, clients: int, threads: int
+    pg: EmbeddedPostgres,
+    scripts: Sequence[Path],
+    *,
+    duration: int,
+    clients: int,
+    threads: int,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> list[str]:
-    argv = [str(bin_path("pgbench")), *conn_args(pg), "-n", "-T", str(duration)]
+    argv = [str(bin_path("pgbench")), *conn_args(pg, user), "-n", "-T", str(duration)]
+    if prepared:
+        argv += ["-M", "prepared"]
     argv += ["-c", str(clients), "-j", str(threads)]
     for script in scripts:
         argv += ["-f", f"{script}@1"]
@@ -198,13 +210,23 @@ def run_pgbench(
     clients: int,
     threads: int,
     pgoptions: str | None = None,
+    user: str = "postgres",
+    prepared: bool = False,
 ) -> tuple[PgbenchResult, str]:
     """pgbench -n -T duration -c clients -j threads -f s1@1 -f s2@1 ...; parsed, and raw output.
 
     With several scripts, each transaction runs one of them picked at random (equal weights).
     """
     env = {**os.environ, "PGOPTIONS": pgoptions} if pgoptions else None
-    argv = pgbench_argv(pg, scripts, duration=duration, clients=clients, threads=threads)
+    argv = pgbench_argv(
+        pg,
+        scripts,
+        duration=duration,
+        clients=clients,
+        threads=threads,
+        user=user,
+        prepared=prepared,
+    )
     with cpu_split(postmaster=postmaster_pid(pg)) as cpu:
         proc = subprocess.run(
             argv, capture_output=True, text=True, env=env, timeout=duration + 120, check=False
@@ -234,8 +256,8 @@ def drop_queued_jobs(pg: EmbeddedPostgres) -> int:
 
 @dataclass(frozen=True)
 class ReadFixture:
-    """What the read scenarios need after seeding: a user to sign in as, and published posts
-    of theirs (in their personal organization, whose id is the user's)."""
+    """What the read scenarios need after seeding: a user to sign in as, published post ids
+    in their organization (their personal one: its id is theirs)."""
 
     username: str
     user_id: str
@@ -246,35 +268,53 @@ class ReadFixture:
     def org_id(self) -> str:
         return self.user_id
 
-    def post_paths(self, prefix: str = API) -> tuple[str, ...]:
-        """`GET /orgs/{org_id}/posts/{id}` for each post (`prefix` "" for the bench apps)."""
-        return tuple(f"{prefix}/orgs/{self.org_id}/posts/{i}" for i in self.post_ids)
+    @property
+    def posts_path(self) -> str:
+        """`/api/v1/orgs/<org>/posts`: the reader's organization's posts."""
+        return f"/api/v1/orgs/{self.org_id}/posts"
 
 
-def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
-    """Drop the seed's queued embedding jobs, vacuum, and pick the reader and the posts.
+def read_fixture(pg: EmbeddedPostgres, ids: int, *, own_posts: bool = False) -> ReadFixture:
+    """Drop the seed's queued embedding jobs, pick the reader, give their organization
+    `ids` random published posts (the seed spreads posts over every personal
+    organization), vacuum.
 
-    The reader is the active user with the most published posts, and the posts are up to
-    `ids` of theirs: reads inside one tenant (a personal organization's id is its owner's),
-    the same SQL before and after posts had a tenant.
+    With `own_posts`, nothing moves: the reader is the active user with the most published
+    posts, and the posts are up to `ids` of theirs (already in their personal
+    organization). That SQL reads the same before and after posts had a tenant, so it
+    also serves a database of an older Keel (`tenant_read`).
     """
     dropped = drop_queued_jobs(pg)
-    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
-    published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
+    order = "u.username"
+    if own_posts:
+        published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
+        order = f"({published}) DESC, u.username"
     viewer = psql(
         pg,
         "SELECT u.username || '|' || u.id FROM app.users u "  # noqa: S608 - constant SQL
-        f"WHERE u.is_active AND NOT u.is_superuser ORDER BY ({published}) DESC, u.username "
-        "LIMIT 1;",
+        f"WHERE u.is_active AND NOT u.is_superuser ORDER BY {order} LIMIT 1;",
     )
     if "|" not in viewer:
         raise BenchError("no seeded user to sign in as")
     username, user_id = viewer.split("|")
-    post_ids = psql(
-        pg,
-        f"SELECT id FROM app.posts WHERE is_published AND author_id = '{UUID(user_id)}' "  # noqa: S608
-        f"ORDER BY md5(id::text) LIMIT {int(ids)};",
-    ).splitlines()
+    mine = f"""
+        SELECT id FROM app.posts WHERE is_published AND author_id = '{UUID(user_id)}'
+        ORDER BY md5(id::text) LIMIT {int(ids)};
+    """  # noqa: S608 - an int and a parsed UUID
+    moved = f"""
+        WITH picked AS (
+            SELECT tenant_id, id FROM app.posts WHERE is_published
+            ORDER BY md5(id::text) LIMIT {int(ids)}
+        ), unembedded AS (
+            DELETE FROM app.post_embeddings e USING picked p
+            WHERE (e.tenant_id, e.post_id) = (p.tenant_id, p.id)
+        )
+        UPDATE app.posts p SET tenant_id = '{UUID(user_id)}'
+        FROM picked WHERE (p.tenant_id, p.id) = (picked.tenant_id, picked.id)
+        RETURNING p.id;
+    """  # noqa: S608 - an int and a parsed UUID
+    post_ids = psql(pg, mine if own_posts else moved).splitlines()
     if not post_ids:
-        raise BenchError("the reader has no published posts")
+        raise BenchError("no published posts")
+    psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")
     return ReadFixture(username, user_id, post_ids, dropped)

@@ -37,9 +37,10 @@ def seeded_reads(
     *,
     seed_value: int,
     seed_extra: Sequence[str] = (),
+    own_posts: bool = False,
 ) -> Iterator[SeededReads]:
     """`--users` users and `--posts` posts seeded by `keel seed` (plus `seed_extra`
-    options, e.g. `--tenants=N`), then `read_fixture(--ids)`.
+    options, e.g. `--tenants=N`), then `read_fixture(--ids, own_posts=own_posts)`.
 
     Needs the scenario to have added the load and server arguments and `--users`,
     `--posts`, `--ids`.
@@ -66,7 +67,7 @@ def seeded_reads(
             src=src,
             extra=seed_extra,
         )
-        fixture = read_fixture(pg, args.ids)
+        fixture = read_fixture(pg, args.ids, own_posts=own_posts)
         seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         yield SeededReads(options, config, others, pg, tmp, env, seeded, fixture)

@@ -27,6 +27,7 @@ NAMES = (
     "backups",
     "replica_reads",
     "viewer_memberships",
+    "tenant_rls",
     "tenant_read",
     "tenant_keyset",
     "tenant_hnsw_recall",

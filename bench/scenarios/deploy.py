@@ -90,10 +90,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants(variants, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["direct"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = fixture.post_paths()
+            paths = tuple(f"{fixture.posts_path}/{i}" for i in fixture.post_ids)
             for variant in variants:
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
-            load = Load(paths[0], paths, auth)
+            load = Load(f"{fixture.posts_path}/{{id}}", paths, auth)
             measured = [ld.Measured(key, servers[key], load) for key in KEYS]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)

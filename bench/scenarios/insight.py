@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with httpx.Client(base_url=full.url(), timeout=60) as client:
                 admin_auth = bearer(login(client, admin, SEEDED_PASSWORD))
                 reader_auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            script = path_picker_lua(fixture.post_paths(), workdir / "posts.lua")
+            script = path_picker_lua(
+                tuple(f"{fixture.posts_path}/{i}" for i in fixture.post_ids), workdir / "posts.lua"
+            )
             for round_no in range(1, options.rounds + 1):
                 settle(options.quiet_wait, options.other_wait)
                 with httpx.Client(base_url=full.url(), timeout=60) as client:
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     lat["bare"] += timed_gets(client, "/metrics", scrape, args.requests)[0]
                 for mode in ("without", "with"):
                     settle(options.quiet_wait, options.other_wait)
-                    url = full.url(fixture.post_paths()[0])
+                    url = full.url(f"{fixture.posts_path}/{fixture.post_ids[0]}")
                     headers = {**options.headers, **reader_auth}
                     run_wrk(
                         url,

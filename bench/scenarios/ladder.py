@@ -7,7 +7,7 @@ adding one layer to the one before (`bench.apps.ladder`):
 2. + Keel's middleware stack;
 3. + the bearer token and the `Viewer` (both cached);
 4. + the API-wide rate limit (Redis, one round trip; with `--limiter off`, a no-op);
-5. full Keel (`/api/v1/orgs/{org_id}/posts/{id}`).
+5. full Keel (`/api/v1/posts/{id}`).
 
 Reported per rung: req/s, µs per request (1e6 ÷ req/s, the server core saturated), the
 µs each step adds, and SQL statements per request. Then full Keel's memory: VmRSS and
@@ -27,7 +27,7 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
-from bench.harness.base import API, BenchError, say
+from bench.harness.base import BenchError, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
 from bench.harness.noise import noise_warning
 from bench.harness.scenario import Results, Scenario, first_line
@@ -114,14 +114,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded,
         fixture,
     ):
-        username = fixture.username
+        username, ids = fixture.username, fixture.post_ids
+        bare_posts = f"/orgs/{fixture.org_id}/posts"  # every rung below Keel serves this
         with ld.serve_variants(RUNGS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-            loads = {}
-            for key in ORDER:
-                paths = fixture.post_paths(prefix=API if key == "keel" else "")
-                loads[key] = Load(paths[0], paths, auth if key != "bare" else {})
+            loads = {
+                key: Load(
+                    f"{fixture.posts_path if key == 'keel' else bare_posts}/{{id}}",
+                    tuple(
+                        f"{fixture.posts_path if key == 'keel' else bare_posts}/{i}" for i in ids
+                    ),
+                    auth if key != "bare" else {},
+                )
+                for key in ORDER
+            }
             for variant in RUNGS:
                 ld.check_reply(servers[variant.key], loads[variant.key].paths[0], auth, variant)
             measured = [ld.Measured(key, servers[key], loads[key]) for key in ORDER]

@@ -1,8 +1,7 @@
 """Open-loop load: authenticated GET /posts/{id} at 70% of measured capacity for N minutes.
 
 1. Capacity: closed-loop wrk on full Keel (production defaults), authenticated
-   `GET /api/v1/orgs/{org_id}/posts/{id}` over the reader's random published posts,
-   `--capacity-rounds` runs, median.
+   `GET /api/v1/posts/{id}` over random published ids, `--capacity-rounds` runs, median.
 2. Open loop: a constant arrival rate of `--fraction` (0.7) × that capacity for `--minutes`
    (3), from `bench.harness.openloop` pinned to the client core: p50/p99/p99.9 latency
    measured from each request's intended send time (no coordinated omission), errors, 5xx.
@@ -43,7 +42,6 @@ from keel.core.embedded import EmbeddedPostgres
 
 NAME = "openloop"
 APP = "keel.app:create_app"
-POST = f"{API}/orgs/{{org_id}}/posts/{{id}}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,14 +107,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
         fixture = read_fixture(pg, args.ids)
         seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
-        username, paths = fixture.username, fixture.post_paths()
+        username, ids, posts = fixture.username, fixture.post_ids, fixture.posts_path
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         with uvicorn_server("full", APP, env=env, log_path=workdir / "full.log") as server:
             with httpx.Client(base_url=server.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-                for path in paths[:5]:
-                    get_ok(client, path, auth)
-            load = Load(paths[0], paths, auth)
+                for post_id in ids[:5]:
+                    get_ok(client, f"{posts}/{post_id}", auth)
+            paths = tuple(f"{posts}/{i}" for i in ids)
+            load = Load(f"{posts}/{{id}}", paths, auth)
             before = _capacity(server, load, args, args.capacity_rounds, workdir, pg)
             capacity = median([r.requests_per_sec for r in before.runs["post_by_id"]])
             rate = args.rate or args.fraction * capacity
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     capacity_runs = before.as_json()
     return {
         "server": config.describe(),
-        "settings": {"app": APP, "path": POST, "ids": len(paths)},
+        "settings": {"app": APP, "path": f"{API}/orgs/{{org_id}}/posts/{{id}}", "ids": len(ids)},
         "seeded": seeded,
         "capacity": {
             "requests_per_sec": capacity,

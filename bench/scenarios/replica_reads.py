@@ -64,12 +64,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants((OFF, on), env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["routing_off"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = fixture.post_paths()
+            paths = tuple(f"{fixture.posts_path}/{i}" for i in fixture.post_ids)
             for variant in (OFF, on):
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
             before = _replica_reads(replica)
             measured = [
-                ld.Measured(v.key, servers[v.key], Load(paths[0], paths, auth)) for v in (OFF, on)
+                ld.Measured(
+                    v.key, servers[v.key], Load(f"{fixture.posts_path}/{{id}}", paths, auth)
+                )
+                for v in (OFF, on)
             ]
             rounds = ld.alternate(measured, options, Path(tmp))
             served_by_replica = _replica_reads(replica) - before

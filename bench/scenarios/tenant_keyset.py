@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"--posts-per-tenant={args.posts_per_tenant}",
         "--published-ratio=1",
     ]
-    with seeded_reads(args, seed_value=args.seed, seed_extra=tenants) as (
+    with seeded_reads(args, seed_value=args.seed, seed_extra=tenants, own_posts=True) as (
         options,
         config,
         others,

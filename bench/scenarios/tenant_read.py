@@ -66,7 +66,7 @@ def _seed_and_pick(
 ) -> tuple[dict[str, Any], Any]:
     """`keel seed` with this side's code into this side's database; the reader and posts."""
     seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
-    fixture = read_fixture(pg, args.ids)
+    fixture = read_fixture(pg, args.ids, own_posts=True)
     seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
     seeded["reader_published_posts"] = len(fixture.post_ids)
     seeded["migration"] = psql(pg, "SELECT version_num FROM alembic_version;")

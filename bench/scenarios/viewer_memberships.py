@@ -103,11 +103,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants(VARIANTS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = fixture.post_paths()
+            paths = tuple(f"{fixture.posts_path}/{i}" for i in fixture.post_ids)
             for variant in VARIANTS:
                 ld.check_reply(servers[variant.key], paths[0], auth, variant)
             measured = [
-                ld.Measured(v.key, servers[v.key], Load(paths[0], paths, auth)) for v in VARIANTS
+                ld.Measured(
+                    v.key, servers[v.key], Load(f"{fixture.posts_path}/{{id}}", paths, auth)
+                )
+                for v in VARIANTS
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)

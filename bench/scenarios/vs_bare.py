@@ -2,11 +2,9 @@
 
 Two servers on one seeded database, measured in alternation (wrk, closed loop):
 
-- `GET /api/v1/orgs/{org_id}/posts/{id}` (Bearer) ÷ the bare app's
-  `GET /orgs/{org_id}/posts/{id}` (target ≥ 0.6), the reader's own posts;
+- `GET /api/v1/posts/{id}` (Bearer) ÷ the bare app's `GET /posts/{id}` (target ≥ 0.6);
 - `GET /api/v1/users/me` (Bearer) ÷ the bare app's `GET /users/{id}` (target ≥ 0.6);
-- `GET /api/v1/orgs/{org_id}/posts?limit=20` (Bearer) ÷ the bare app's 20 newest posts
-  of the organization (target ≥ 0.5).
+- `GET /api/v1/posts?limit=20` (Bearer) ÷ the bare app's 20 newest posts (target ≥ 0.5).
 
 The bare app (`bench.apps.bare`) selects the same columns and answers the same JSON, with
 no middleware, auth or ORM: what the read costs when Python stays out of the way. Keel
@@ -70,26 +68,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded,
         fixture,
     ):
-        username, user_id = fixture.username, fixture.user_id
+        username, user_id, ids = fixture.username, fixture.user_id, fixture.post_ids
+        posts, bare_posts = fixture.posts_path, f"/orgs/{fixture.org_id}/posts"
         with ld.serve_variants((KEEL, BARE), env, Path(tmp)) as servers:
             keel, bare = servers["keel"], servers["bare"]
             with httpx.Client(base_url=keel.url(), timeout=30) as client:
                 auth = bearer(login(client, username, SEEDED_PASSWORD))
-            keel_ids, bare_ids = fixture.post_paths(), fixture.post_paths(prefix="")
-            ld.check_reply(keel, keel_ids[0], auth, KEEL)
-            ld.check_reply(bare, bare_ids[0], {}, BARE)
+            ld.check_reply(keel, f"{posts}/{ids[0]}", auth, KEEL)
+            ld.check_reply(bare, f"{bare_posts}/{ids[0]}", {}, BARE)
             with httpx.Client(timeout=30) as client:
-                same = get_ok(client, keel.url(keel_ids[0]), auth) == get_ok(
-                    client, bare.url(bare_ids[0])
+                same = get_ok(client, keel.url(f"{posts}/{ids[0]}"), auth) == get_ok(
+                    client, bare.url(f"{bare_posts}/{ids[0]}")
                 )
-            org_posts = f"/orgs/{fixture.org_id}/posts?limit=20"
+            keel_ids = tuple(f"{posts}/{i}" for i in ids)
+            bare_ids = tuple(f"{bare_posts}/{i}" for i in ids)
             measured = [
-                ld.Measured("keel_post_by_id", keel, Load(keel_ids[0], keel_ids, auth)),
-                ld.Measured("bare_post_by_id", bare, Load(bare_ids[0], bare_ids)),
+                ld.Measured("keel_post_by_id", keel, Load(f"{posts}/{{id}}", keel_ids, auth)),
+                ld.Measured("bare_post_by_id", bare, Load(f"{bare_posts}/{{id}}", bare_ids)),
                 ld.Measured("keel_users_me", keel, Load(f"{API}/users/me", headers=auth)),
                 ld.Measured("bare_user_by_id", bare, Load(f"/users/{user_id}")),
-                ld.Measured("keel_list_20", keel, Load(f"{API}{org_posts}", headers=auth)),
-                ld.Measured("bare_list_20", bare, Load(org_posts)),
+                ld.Measured("keel_list_20", keel, Load(f"{posts}?limit=20", headers=auth)),
+                ld.Measured("bare_list_20", bare, Load(f"{bare_posts}?limit=20")),
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)

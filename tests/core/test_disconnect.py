@@ -64,10 +64,10 @@ async def upload_then_vanish(
     ("path", "content_type", "first_chunk"),
     [
         # Streamed uploads, read by the endpoint after authentication...
-        ("/api/v1/documents/bulk", "application/x-ndjson", b'{"content": "a", "embed'),
+        ("/api/v1/orgs/{me}/documents/bulk", "application/x-ndjson", b'{"content": "a", "embed'),
         ("/api/v1/admin/import/users", "text/csv", b"email,username,password\na@exa"),
         # ...and a JSON body that FastAPI reads before calling the endpoint.
-        ("/api/v1/posts", "application/json", b'{"title": "half a'),
+        ("/api/v1/orgs/{me}/posts", "application/json", b'{"title": "half a'),
     ],
 )
 async def test_a_client_gone_mid_upload_is_a_499_without_a_traceback(
@@ -79,6 +79,8 @@ async def test_a_client_gone_mid_upload_is_a_499_without_a_traceback(
     first_chunk: bytes,
 ) -> None:
     headers = await admin_headers(app, db_session, client)
+    me = (await client.get("/api/v1/users/me", headers=headers)).json()["id"]
+    path = path.format(me=me)  # the admin's personal organization
     headers |= {"content-type": content_type, "content-length": "100000", "host": "test"}
 
     before = await posts_counted(client, path)

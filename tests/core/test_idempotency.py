@@ -10,18 +10,24 @@ from httpx import AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.users.models import User
 from tests.bulk.helpers import admin_headers, count_posts, encode
 from tests.documents.factory import as_document, dimension, ndjson, unit_vectors
+from tests.posts.factory import posts_url
 from tests.users.factory import signed_in
 
-POSTS = "/api/v1/posts"
 KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 
 
-async def post(client: AsyncClient, auth: dict[str, str], key: str | None, **body: Any) -> Response:
+Caller = tuple[User, dict[str, str]]  # a user and their Authorization header
+
+
+async def post(client: AsyncClient, caller: Caller, key: str | None, **body: Any) -> Response:
+    """Write a post in the caller's personal organization."""
+    user, auth = caller
     headers = auth | ({KEY: key} if key is not None else {})
-    return await client.post(POSTS, headers=headers, json=body)
+    return await client.post(posts_url(user.id), headers=headers, json=body)
 
 
 async def stored_keys(session: AsyncSession) -> int:
@@ -31,7 +37,7 @@ async def stored_keys(session: AsyncSession) -> int:
 async def test_a_retry_gets_the_first_answer_not_a_second_post(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    auth = await signed_in(app, db_session, client)
     first = await post(client, auth, "k-1", title="Once", content="only once")
     assert first.status_code == 201, first.text
     assert REPLAYED.lower() not in first.headers
@@ -49,7 +55,7 @@ async def test_a_retry_gets_the_first_answer_not_a_second_post(
 async def test_the_same_key_for_another_request_is_refused(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    auth = await signed_in(app, db_session, client)
     assert (await post(client, auth, "k-2", title="First")).status_code == 201
     reused = await post(client, auth, "k-2", title="Second")
     assert reused.status_code == 422
@@ -60,8 +66,8 @@ async def test_the_same_key_for_another_request_is_refused(
 async def test_keys_belong_to_their_caller(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, alice = await signed_in(app, db_session, client)
-    _, bob = await signed_in(app, db_session, client)
+    alice = await signed_in(app, db_session, client)
+    bob = await signed_in(app, db_session, client)
     mine = await post(client, alice, "shared", title="Same")
     theirs = await post(client, bob, "shared", title="Same")
     assert (mine.status_code, theirs.status_code) == (201, 201)
@@ -72,7 +78,7 @@ async def test_keys_belong_to_their_caller(
 async def test_no_key_no_change_and_bad_keys_are_refused(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    auth = await signed_in(app, db_session, client)
     assert (await post(client, auth, None, title="a")).status_code == 201
     assert (await post(client, auth, None, title="a")).status_code == 201
     assert await count_posts(db_session) == 2
@@ -84,7 +90,7 @@ async def test_no_key_no_change_and_bad_keys_are_refused(
 async def test_concurrent_retries_create_one_post(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    auth = await signed_in(app, db_session, client)
     answers = await asyncio.gather(*(post(client, auth, "racing", title="Raced") for _ in range(6)))
     statuses = sorted(answer.status_code for answer in answers)
     assert set(statuses) <= {201, 409}, [a.text for a in answers]
@@ -115,7 +121,7 @@ async def test_a_failed_request_leaves_the_key_unused(
 async def test_expired_keys_are_free_again_and_purged(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    auth = await signed_in(app, db_session, client)
     for n in range(3):
         assert (await post(client, auth, f"old-{n}", title=f"old {n}")).status_code == 201
     await db_session.execute(
@@ -131,18 +137,19 @@ async def test_expired_keys_are_free_again_and_purged(
 async def test_bulk_loads_and_imports_replay_too(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    user, auth = await signed_in(app, db_session, client)
+    bulk = f"/api/v1/orgs/{user.id}/documents/bulk"
     vectors = unit_vectors(3, await dimension(db_session))
     body = ndjson([as_document(v, content=f"doc {i}") for i, v in enumerate(vectors)])
     headers = auth | {"Content-Type": "application/x-ndjson", KEY: "bulk-1"}
-    first = await client.post("/api/v1/documents/bulk", headers=headers, content=body)
+    first = await client.post(bulk, headers=headers, content=body)
     assert first.status_code == 201, first.text
-    again = await client.post("/api/v1/documents/bulk", headers=headers, content=body)
+    again = await client.post(bulk, headers=headers, content=body)
     assert (again.status_code, again.json()) == (201, first.json())
     assert again.headers[REPLAYED] == "true"
     count = await db_session.scalar(text("SELECT count(*) FROM app.documents"))
     assert count == 3
-    changed = await client.post("/api/v1/documents/bulk", headers=headers, content=body[:-1])
+    changed = await client.post(bulk, headers=headers, content=body[:-1])
     assert changed.status_code == 422
 
     admin = await admin_headers(app, db_session, client)

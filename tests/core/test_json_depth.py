@@ -120,16 +120,18 @@ async def test_deep_json_is_refused_on_every_kind_of_body(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     admin = await admin_headers(app, db_session, client)
+    me = (await client.get("/api/v1/users/me", headers=admin)).json()["id"]
+    org = f"/api/v1/orgs/{me}"  # the admin's personal organization
     vector = unit_vectors(1, await dimension(db_session))[0]
     deep_document = as_document(vector, metadata={"k": nested(255)})
     before = await db_session.scalar(text("SELECT count(*) FROM app.documents"))
 
     # A JSON body FastAPI parses, a streamed NDJSON upload, and the admin JSON_TABLE import.
-    assert_too_deep(await client.post("/api/v1/documents", headers=admin, json=deep_document))
+    assert_too_deep(await client.post(f"{org}/documents", headers=admin, json=deep_document))
     lines = ndjson([as_document(vector)]) + json.dumps(deep_document).encode() + b"\n"
     bulk_headers = {**admin, "Content-Type": "application/x-ndjson"}
     bulk = await client.post(
-        "/api/v1/documents/bulk", headers=bulk_headers, content=_chunks(lines, 1000)
+        f"{org}/documents/bulk", headers=bulk_headers, content=_chunks(lines, 1000)
     )
     assert_too_deep(bulk)
     spec = {
@@ -137,7 +139,7 @@ async def test_deep_json_is_refused_on_every_kind_of_body(
         "rows": "$[*]",
         "columns": {"title": "$.t", "author_id": "$.a"},
     }
-    assert_too_deep(await client.post("/api/v1/admin/import/json", headers=admin, json=spec))
+    assert_too_deep(await client.post(f"{org}/imports/json", headers=admin, json=spec))
     problem_json = {**admin, "Content-Type": "application/merge-patch+json"}
     deep_patch = json.dumps({"metadata": nested(255)})
     assert_too_deep(

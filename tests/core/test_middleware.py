@@ -183,6 +183,24 @@ async def test_streamed_body_over_cap_gets_413(echo_client: AsyncClient) -> None
     assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_bulk_caps_follow_organization_paths(bare_settings: dict[str, Any]) -> None:
+    settings = make_settings(max_body_bytes=1024, documents_bulk_max_bytes=8192, **bare_settings)
+    application = create_app(settings)
+
+    @application.post("/api/v1/orgs/{org_id}/documents/bulk/echo")
+    async def echo(org_id: str, payload: dict[str, str]) -> dict[str, str]:
+        return payload
+
+    big = {"a": "x" * 4000}  # over the general cap, under the bulk one
+    async with await _client_for(application) as http:
+        bulk = await http.post("/api/v1/orgs/0190-any/documents/bulk/echo", json=big)
+        other = await http.post("/api/v1/orgs/0190-any/posts", json=big)
+        nested = await http.post("/api/v1/orgs/a/b/documents/bulk/echo", json=big)
+    assert bulk.status_code == 200
+    assert other.status_code == 413
+    assert nested.status_code == 413  # `{org_id}` is one path segment, no more
+
+
 async def test_unexpected_error_is_a_generic_500(echo_client: AsyncClient) -> None:
     with capture_logs(processors=[add_request_id]) as logs:
         response = await echo_client.get("/boom", headers={"X-Request-ID": "boom-request-1"})

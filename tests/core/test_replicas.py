@@ -28,6 +28,7 @@ from keel.core.embedded import EmbeddedPostgres, ServerState, Supervisor, standb
 from keel.core.replicas import LSN_COOKIE, LSN_HEADER, ReadContext, parse_lsn, read_context
 from keel.migrations import runner
 from tests.conftest import make_settings
+from tests.posts.factory import posts_url
 from tests.users.factory import signed_in
 
 
@@ -153,12 +154,12 @@ async def test_orm_sessions_of_safe_reads_reach_the_replica(app: FastAPI) -> Non
 async def test_a_write_then_an_immediate_read_sees_the_write(
     app: FastAPI, client: AsyncClient, session: AsyncSession
 ) -> None:
-    _, auth = await signed_in(app, session, client)
+    user, auth = await signed_in(app, session, client)
     created = await client.post(
-        "/api/v1/posts", headers=auth, json={"title": "v0", "content": "c", "is_published": True}
+        posts_url(user.id), headers=auth, json={"title": "v0", "content": "c", "is_published": True}
     )
     assert created.status_code == 201, created.text
-    url = f"/api/v1/posts/{created.json()['id']}"
+    url = f"{posts_url(user.id)}/{created.json()['id']}"
     for n in range(1, 21):
         edited = await client.patch(url, headers=auth, json={"title": f"v{n}"})
         assert edited.status_code == 200
@@ -189,11 +190,11 @@ async def test_a_paused_replica_routes_reads_to_the_primary(app: FastAPI, cluste
 async def test_stopping_the_replica_costs_no_errors(
     app: FastAPI, client: AsyncClient, session: AsyncSession, cluster: Cluster
 ) -> None:
-    _, auth = await signed_in(app, session, client)
+    user, auth = await signed_in(app, session, client)
     created = await client.post(
-        "/api/v1/posts", headers=auth, json={"title": "t", "content": "c", "is_published": True}
+        posts_url(user.id), headers=auth, json={"title": "t", "content": "c", "is_published": True}
     )
-    url = f"/api/v1/posts/{created.json()['id']}"
+    url = f"{posts_url(user.id)}/{created.json()['id']}"
     me = (await client.get("/api/v1/users/me", headers=auth)).json()["id"]
     orm_url = f"/api/v1/users/{me}"  # read through SessionDep's ORM session, not ReadPool
     # The replica has replayed the post: the reads below may use it (the token allows it).

@@ -11,10 +11,9 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.posts.factory import make_post
+from tests.orgs.factory import add_member
+from tests.posts.factory import make_post, posts_url
 from tests.users.factory import signed_in
-
-POSTS = "/api/v1/posts"
 
 
 async def _reset_statements(session: AsyncSession) -> None:
@@ -44,7 +43,8 @@ async def test_an_authenticated_read_is_one_round_trip(
 ) -> None:
     author, auth = await signed_in(app, db_session, client)
     post = await make_post(db_session, author, "Counted")
-    urls = [f"{POSTS}/{post.id}", "/api/v1/users/me", f"{POSTS}?limit=20"]
+    posts = posts_url(author.id)
+    urls = [f"{posts}/{post.id}", "/api/v1/users/me", f"{posts}?limit=20"]
     for url in urls:  # warm: the viewer is cached, statements are prepared
         assert (await client.get(url, headers=auth)).status_code == 200
     for url in urls:
@@ -60,10 +60,10 @@ async def test_an_authenticated_read_is_one_round_trip(
 async def test_a_write_is_one_transaction_committed_before_the_answer(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    user, auth = await signed_in(app, db_session, client)
     await client.get("/api/v1/users/me", headers=auth)
     await _reset_statements(db_session)
-    created = await client.post(POSTS, json={"title": "Written"}, headers=auth)
+    created = await client.post(posts_url(user.id), json={"title": "Written"}, headers=auth)
     assert created.status_code == 201
     statements = await _statements(db_session)
     assert statements.get("BEGIN") == 1
@@ -93,29 +93,36 @@ class CountingBody:
 async def test_the_body_is_never_read_before_authentication_and_authorization(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    url = "/api/v1/admin/import/json"
+    owner, owner_auth = await signed_in(app, db_session, client)
+    url = f"/api/v1/orgs/{owner.id}/imports/json"
     headers = {"Content-Type": "application/json"}
     anonymous = CountingBody(16)
     response = await client.post(url, content=anonymous, headers=headers)
     assert response.status_code == 401
     assert anonymous.pulled == 0
-    _, user = await signed_in(app, db_session, client)
-    not_admin = CountingBody(16)
-    response = await client.post(url, content=not_admin, headers={**headers, **user})
-    assert response.status_code == 403
-    assert not_admin.pulled == 0
-    _, admin = await signed_in(app, db_session, client, admin=True)
+    _, stranger = await signed_in(app, db_session, client)
+    outsider = CountingBody(16)
+    response = await client.post(url, content=outsider, headers={**headers, **stranger})
+    assert response.status_code == 404  # not a member: as if the organization didn't exist
+    assert outsider.pulled == 0
+    member, user = await signed_in(app, db_session, client)
+    await add_member(db_session, owner.id, member.id, "member")
+    not_allowed = CountingBody(16)
+    response = await client.post(url, content=not_allowed, headers={**headers, **user})
+    assert response.status_code == 403  # imports.run is for admins and owners
+    assert not_allowed.pulled == 0
     allowed = CountingBody(16)
-    response = await client.post(url, content=allowed, headers={**headers, **admin})
-    assert response.status_code != 401
-    assert allowed.pulled == 16  # an admin's body is read (and judged on its merits)
+    response = await client.post(url, content=allowed, headers={**headers, **owner_auth})
+    assert response.status_code not in (401, 403, 404)
+    assert allowed.pulled == 16  # an owner's body is read (and judged on its merits)
 
 
 async def test_paths_answer_with_and_without_a_trailing_slash_registered_once(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
-    for url in (POSTS, f"{POSTS}/", "/api/v1/users/me", "/api/v1/users/me/"):
+    user, auth = await signed_in(app, db_session, client)
+    posts = posts_url(user.id)
+    for url in (posts, f"{posts}/", "/api/v1/users/me", "/api/v1/users/me/"):
         response = await client.get(url, headers=auth)
         assert response.status_code == 200, url
         assert "location" not in response.headers

@@ -18,7 +18,6 @@ from httpx import AsyncClient
 from bench.harness.pgbouncer import pgbouncer
 from tests.conftest import asyncpg_dsn, make_settings, running
 
-POSTS = "/api/v1/posts"
 PASSWORD = "correct horse battery staple"
 
 
@@ -59,34 +58,36 @@ async def test_main_flows_work_through_pgbouncer(client: AsyncClient, bouncer_ur
     me = await client.get("/api/v1/users/me", headers=auth)
     assert me.status_code == 200
     assert me.json()["username"] == "bouncer_writer"
+    org = f"/api/v1/orgs/{me.json()['id']}"  # the personal organization
+    posts = f"{org}/posts"
 
     created = []
     for i in range(6):
         body = {"title": f"Through the pool {i}", "content": "words " * 20, "is_published": True}
-        response = await client.post(POSTS, headers=auth, json=body)
+        response = await client.post(posts, headers=auth, json=body)
         assert response.status_code == 201, response.text
         created.append(response.json()["id"])
-    changed = await client.patch(f"{POSTS}/{created[0]}", headers=auth, json={"title": "Renamed"})
+    changed = await client.patch(f"{posts}/{created[0]}", headers=auth, json={"title": "Renamed"})
     assert changed.status_code == 200
 
     # Hot reads (the asyncpg read pool) and ORM reads, many at once over two server
     # connections: with statement caches on, these fail with unknown prepared statements.
     async def read(post_id: str) -> str:
-        response = await client.get(f"{POSTS}/{post_id}", headers=auth)
+        response = await client.get(f"{posts}/{post_id}", headers=auth)
         assert response.status_code == 200, response.text
         return str(response.json()["title"])
 
     titles = await asyncio.gather(*(read(post_id) for post_id in created * 8))
     assert titles[0] == "Renamed"
     assert set(titles) == {"Renamed", *(f"Through the pool {i}" for i in range(1, 6))}
-    page = await client.get(POSTS, headers=auth, params={"limit": 50})
+    page = await client.get(posts, headers=auth, params={"limit": 50})
     assert page.status_code == 200
     assert len(page.json()["items"]) == 6
-    search = await client.get("/api/v1/search/posts", headers=auth, params={"q": "pool"})
+    search = await client.get(f"{org}/search/posts", headers=auth, params={"q": "pool"})
     assert search.status_code == 200, search.text
 
-    assert (await client.delete(f"{POSTS}/{created[1]}", headers=auth)).status_code == 204
-    assert (await client.get(f"{POSTS}/{created[1]}", headers=auth)).status_code == 404
+    assert (await client.delete(f"{posts}/{created[1]}", headers=auth)).status_code == 204
+    assert (await client.get(f"{posts}/{created[1]}", headers=auth)).status_code == 404
     # Sign-out revokes the session: the cache is invalidated through the direct LISTEN.
     assert (await client.post("/api/v1/auth/logout", headers=auth)).status_code in {200, 204}
     assert (await client.get("/api/v1/users/me", headers=auth)).status_code == 401

@@ -31,6 +31,14 @@ def sign_up(server: KeelServer, name: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
 
+def org_path(server: KeelServer, headers: dict[str, str]) -> str:
+    """`/api/v1/orgs/<id>`: the personal organization of the account behind `headers`."""
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as http:
+        me = http.get("/api/v1/users/me")
+        assert me.status_code == 200, me.text
+    return f"/api/v1/orgs/{me.json()['id']}"  # a personal organization has its owner's id
+
+
 @dataclass
 class Writers:
     """Threads creating posts as fast as the server answers, recording every outcome."""
@@ -57,13 +65,14 @@ class Writers:
             thread.join(60)
 
     def _write(self, writer: int) -> None:
+        posts = org_path(self.server, self.headers) + "/posts"
         with httpx.Client(base_url=self.server.base_url, headers=self.headers) as http:
             for n in itertools.count():
                 if self._stop.is_set():
                     return
                 body = {"title": f"writer {writer} post {n}", "content": "drill"}
                 try:
-                    response = http.post("/api/v1/posts", json=body, timeout=30)
+                    response = http.post(posts, json=body, timeout=30)
                 except httpx.TransportError as exc:
                     outcome: int | str = type(exc).__name__
                     created = None

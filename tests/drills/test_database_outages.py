@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from keel.core.embedded import EmbeddedPostgres, bin_path
-from tests.drills.helpers import Writers, sign_up
+from tests.drills.helpers import Writers, org_path, sign_up
 from tests.test_cli import KeelLauncher, KeelServer, assert_no_traceback, db_status, run_keel
 
 BACK_WITHIN_S = 5.0  # the issue's bound, from the database answering to the API answering
@@ -64,9 +64,10 @@ def wait_for_database(data_dir: Path) -> float:
 
 def assert_back_within(server: KeelServer, headers: dict[str, str], since: float) -> None:
     """A write succeeds within BACK_WITHIN_S of `since` (when the database answered)."""
+    posts = org_path(server, headers) + "/posts"
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
         while True:
-            response = http.post("/api/v1/posts", json={"title": "back?", "content": ""})
+            response = http.post(posts, json={"title": "back?", "content": ""})
             if response.status_code == 201:
                 return
             waited = time.monotonic() - since
@@ -144,6 +145,7 @@ def test_planned_restart_under_writers(keel: KeelLauncher, data_dir: Path) -> No
 def test_db_stop_while_serving(keel: KeelLauncher, data_dir: Path) -> None:
     server = serve(keel, data_dir)
     headers = sign_up(server)
+    posts = org_path(server, headers) + "/posts"
 
     refused = run_keel(data_dir, "db", "stop")
     assert refused.returncode == 1
@@ -163,7 +165,7 @@ def test_db_stop_while_serving(keel: KeelLauncher, data_dir: Path) -> None:
     deadline = time.monotonic() + 8  # longer than the supervisor's grace for outside stops
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as http:
         while time.monotonic() < deadline:
-            response = http.post("/api/v1/posts", json={"title": "while stopped"})
+            response = http.post(posts, json={"title": "while stopped"})
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/problem+json"
             assert "retry-after" in response.headers

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from keel.core.embedded import EmbeddedPostgres
-from tests.drills.helpers import PASSWORD, SlowUpload, sign_up
+from tests.drills.helpers import PASSWORD, SlowUpload, org_path, sign_up
 from tests.test_cli import KeelLauncher, KeelServer
 
 DIMENSION = 384
@@ -79,16 +79,18 @@ def test_slow_uploads_starve_nobody(keel: KeelLauncher, data_dir: Path) -> None:
     server.wait_ready()
     alice, bob, carol = sign_up(server), sign_up(server), sign_up(server)
     admin = admin_headers(server)
+    alice_docs, bob_docs = (org_path(server, who) + "/documents/bulk" for who in (alice, bob))
+    admin_org = org_path(server, admin)
     ndjson = {"Content-Type": "application/x-ndjson"}
     csv = {"Content-Type": "text/csv"}
     uploads = [
-        SlowUpload(server, "/api/v1/documents/bulk", alice | ndjson, documents(50, 1)),
-        SlowUpload(server, "/api/v1/documents/bulk", alice | ndjson, documents(50, 2)),
-        SlowUpload(server, "/api/v1/documents/bulk", bob | ndjson, documents(50, 3)),
-        SlowUpload(server, "/api/v1/admin/import/posts", admin | csv, posts_csv(50, 4)),
-        SlowUpload(server, "/api/v1/admin/import/posts", admin | csv, posts_csv(50, 5)),
+        SlowUpload(server, alice_docs, alice | ndjson, documents(50, 1)),
+        SlowUpload(server, alice_docs, alice | ndjson, documents(50, 2)),
+        SlowUpload(server, bob_docs, bob | ndjson, documents(50, 3)),
+        SlowUpload(server, f"{admin_org}/imports/posts", admin | csv, posts_csv(50, 4)),
+        SlowUpload(server, f"{admin_org}/imports/posts", admin | csv, posts_csv(50, 5)),
     ]
-    stalled = SlowUpload(server, "/api/v1/documents/bulk", bob | ndjson, documents(50, 6))
+    stalled = SlowUpload(server, bob_docs, bob | ndjson, documents(50, 6))
     try:
         for upload in [*uploads, stalled]:
             assert upload.start(), upload.response()  # six bodies in flight, pool of two
@@ -97,14 +99,14 @@ def test_slow_uploads_starve_nobody(keel: KeelLauncher, data_dir: Path) -> None:
 
         # A third upload of the same user, and a JSON_TABLE import over the admin's limit:
         # refused at once, their bodies never read.
-        third = SlowUpload(server, "/api/v1/documents/bulk", alice | ndjson, documents(5, 7))
+        third = SlowUpload(server, alice_docs, alice | ndjson, documents(5, 7))
         assert not third.start()
         status, headers, _ = third.response()
         assert status == 429
         assert "retry-after" in headers
         json_import = SlowUpload(
             server,
-            "/api/v1/admin/import/json",
+            f"{admin_org}/imports/json",
             admin | {"Content-Type": "application/json"},
             b" " * (30 * 1024 * 1024),
         )
@@ -112,9 +114,10 @@ def test_slow_uploads_starve_nobody(keel: KeelLauncher, data_dir: Path) -> None:
         assert json_import.response()[0] == 429
 
         # Meanwhile everyone else is served, writes included, and no connection waits.
+        carol_posts = org_path(server, carol) + "/posts"
         with httpx.Client(base_url=server.base_url, headers=carol, timeout=30) as http:
             for n in range(5):
-                created = http.post("/api/v1/posts", json={"title": f"meanwhile {n}"})
+                created = http.post(carol_posts, json={"title": f"meanwhile {n}"})
                 assert created.status_code == 201, created.text
                 assert http.get("/api/v1/users/me").status_code == 200
             assert http.get("/health/ready").status_code == 200

@@ -23,10 +23,10 @@ NAMES = ("post_list", "post_search", "daily_stats")
 
 @pytest.fixture
 async def admin(app: FastAPI, db_session: AsyncSession, client: AsyncClient) -> dict[str, str]:
-    author = await make_user(app, db_session)
+    """A platform admin whose own (personal) organization, explained by default, has posts."""
+    author, auth = await signed_in(app, db_session, client, admin=True)
     await make_post(db_session, author, "Postgres plans", "Reading EXPLAIN output.")
     await make_post(db_session, author, "Draft", "postgres again", published=False)
-    _, auth = await signed_in(app, db_session, client, admin=True)
     return auth
 
 
@@ -63,16 +63,33 @@ async def test_plans_name_the_indexes_they_use(
     await db_session.execute(text("SET enable_seqscan = off"))
     listing = (await _explain(client, admin, "post_list"))["summary"]
     assert listing["uses_index"] is True
-    assert "ix_posts_created_at_id" in listing["indexes"]
+    assert "ix_posts_tenant_id_created_at_id" in listing["indexes"]
     search = (await _explain(client, admin, "post_search", q="postgres"))["summary"]
-    assert "ix_posts_search" in search["indexes"]
+    assert "ix_posts_tenant_id_search" in search["indexes"]
+
+
+async def test_explain_reads_one_organization_only(
+    app: FastAPI, db_session: AsyncSession, client: AsyncClient, admin: dict[str, str]
+) -> None:
+    other = await make_user(app, db_session)
+    for n in range(5):
+        await make_post(db_session, other, f"postgres {n}")
+    own = (await _explain(client, admin, "post_list"))["plan"]["Plan"]
+    theirs = (await _explain(client, admin, "post_list", org_id=str(other.id)))["plan"]["Plan"]
+    assert own["Actual Rows"] == 2  # the admin's published post and draft, nothing of `other`
+    assert theirs["Actual Rows"] == 5
+    found = await _explain(client, admin, "post_search", q="postgres", org_id=str(other.id))
+    assert found["plan"]["Plan"]["Actual Rows"] == 5
 
 
 async def test_explains_exactly_what_the_app_runs(
     db_session: AsyncSession, client: AsyncClient, admin: dict[str, str]
 ) -> None:
-    listed = await client.get("/api/v1/posts", headers=admin, params={"limit": 20})
-    found = await client.get("/api/v1/search/posts", headers=admin, params={"q": "postgres"})
+    me = (await client.get("/api/v1/users/me", headers=admin)).json()["id"]
+    listed = await client.get(f"/api/v1/orgs/{me}/posts", headers=admin, params={"limit": 20})
+    found = await client.get(
+        f"/api/v1/orgs/{me}/search/posts", headers=admin, params={"q": "postgres"}
+    )
     assert listed.status_code == found.status_code == 200
     # Top-level statements only: EXPLAIN's own run of a query is recorded as nested.
     ran = set(

@@ -14,7 +14,7 @@ from keel.auth.repository import VIEWER_QUERY
 from keel.core.viewer import Role
 from tests.core.test_request_path import _reset_statements, _statements
 from tests.orgs.factory import ORGS, add_member, create_org, personal_org
-from tests.posts.factory import make_post
+from tests.posts.factory import make_post, posts_url
 from tests.users.factory import signed_in
 
 
@@ -28,7 +28,7 @@ async def test_memberships_come_with_the_viewer_in_the_same_statement(
     await add_member(db_session, other_org["id"], user.id, "viewer")
     personal = await personal_org(db_session, user.id)
     post = await make_post(db_session, user, "Counted")
-    url = f"/api/v1/posts/{post.id}"
+    url = f"{posts_url(user.id)}/{post.id}"
     assert (await client.get(url, headers=auth)).status_code == 200  # statements prepared
 
     app.state.services.db.viewers.clear()  # a cold cache: the viewer is looked up again

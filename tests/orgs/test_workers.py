@@ -1,4 +1,5 @@
-"""Role changes and removals reach every worker process: `keel serve --workers 2`."""
+"""Role changes and removals reach every worker process: `keel serve --workers 2`,
+for the organization and for its data (posts)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ async def test_role_changes_and_removals_reach_every_worker_within_a_second(
     member = await _sign_up(server, "member")
     async with httpx.AsyncClient(base_url=server.base_url + "/api/v1") as http:
         org = (await http.post("/orgs", json={"name": "A", "slug": "a"}, headers=owner)).json()
+        body = {"title": "Team news", "content": "words", "is_published": True}
+        post = (await http.post(f"/orgs/{org['id']}/posts", json=body, headers=owner)).json()
     base = f"/api/v1/orgs/{org['id']}"
+    post_url = f"{base}/posts/{post['id']}"
     conn = await asyncpg.connect(asyncpg_dsn(test_database_url))
     try:
         member_id = await conn.fetchval("SELECT id FROM app.users WHERE username = 'member'")
@@ -51,6 +55,7 @@ async def test_role_changes_and_removals_reach_every_worker_within_a_second(
     await asyncio.sleep(1.0)
     assert await _statuses(server, f"{base}/invitations", member) == {200}
     assert await _statuses(server, f"{base}/invitations", member) == {200}  # now cached
+    assert await _statuses(server, post_url, member) == {200}
 
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         changed = await http.patch(
@@ -60,9 +65,11 @@ async def test_role_changes_and_removals_reach_every_worker_within_a_second(
     await asyncio.sleep(1.0)
     assert await _statuses(server, f"{base}/invitations", member) == {403}
     assert await _statuses(server, base, member) == {200}
+    assert await _statuses(server, post_url, member) == {200}  # a viewer still reads
 
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         removed = await http.delete(f"{base}/members/{member_id}", headers=owner)
     assert removed.status_code == 204
     await asyncio.sleep(1.0)
     assert await _statuses(server, base, member) == {404}
+    assert await _statuses(server, post_url, member) == {404}  # the organization's data too

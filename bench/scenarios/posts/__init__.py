@@ -38,6 +38,7 @@ from bench.scenarios.posts.search import SEQ_OPTIONS, search_bench, search_noise
 from bench.scenarios.posts.sql import (
     data_facts,
     main_sql_ms,
+    one_organization,
     pick_queries,
     pick_viewer,
     plan_summary,
@@ -50,9 +51,8 @@ from bench.scenarios.posts.sql import (
 NAME = "posts"
 APP = "keel.app:create_app"
 HEALTH = "/health"
-POSTS = f"{API}/posts"
 TARGETS = {"search_gin_vs_seq": 20.0, "post_by_id_vs_health": 0.5, "keyset_p500_vs_first": 0.8}
-GIN_INDEX, KEYSET_INDEX = "ix_posts_search", "ix_posts_created_at_id"
+GIN_INDEX, KEYSET_INDEX = "ix_posts_tenant_id_search", "ix_posts_tenant_id_created_at_id"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,10 +93,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
         seeded = seed(pg.url, users=args.users, posts=args.posts, seed=args.seed, env=env, src=src)
         seeded["dropped_queued_jobs"] = drop_queued_jobs(pg)
+        viewer = pick_viewer(pg)
+        one_organization(pg, viewer["id"])  # one large tenant: every post in the reader's
         psql(pg, "VACUUM (ANALYZE) app.posts, app.users; CHECKPOINT;")
         facts = data_facts(pg)
         say(f"seeded: {seeded}; {facts}")
-        viewer = pick_viewer(pg)
+        posts = f"{API}/orgs/{viewer['id']}/posts"
         words = word_stats(pg)
         queries = pick_queries(pg, words)
         matches = query_matches(pg, queries)
@@ -110,15 +112,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with uvicorn_server("full", APP, env=env, log_path=workdir / "full.log") as server:
             with httpx.Client(base_url=server.url(), timeout=60) as client:
                 auth = bearer(login(client, viewer["username"], SEEDED_PASSWORD))
-                page_path = f"{POSTS}?limit={args.limit}"
+                page_path = f"{posts}?limit={args.limit}"
                 cursor, keyset_items, walk_s = walk_cursor(
-                    client, auth, POSTS, args.page, args.limit
+                    client, auth, posts, args.page, args.limit
                 )
                 offset = (args.page - 1) * args.limit
-                offset_path = f"{POSTS}?offset={offset}&limit={args.limit}"
+                offset_path = f"{posts}?offset={offset}&limit={args.limit}"
                 offset_items = page_ids(client, auth, offset_path)
                 for post_id in ids[:5]:
-                    check = client.get(f"{POSTS}/{post_id}", headers=auth)
+                    check = client.get(f"{posts}/{post_id}", headers=auth)
                     if check.status_code != 200:
                         raise BenchError(f"GET post {post_id}: {check.status_code}")
             sql = run_child(
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 src=src,
                 env=env,
             )
-            by_id = Load(f"{POSTS}/{{id}}", tuple(f"{POSTS}/{i}" for i in ids), auth)
+            by_id = Load(f"{posts}/{{id}}", tuple(f"{posts}/{i}" for i in ids), auth)
             measured = [
                 ld.Measured("health", server, Load(HEALTH)),
                 ld.Measured("post_by_id", server, by_id),
@@ -198,8 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     labels = {
         "health": f"`GET {HEALTH}`",
-        "post_by_id": f"`GET {POSTS}/{{id}}` (random of {len(ids):,})",
-        "list_first": f"`GET {POSTS}?limit={args.limit}` (first page)",
+        "post_by_id": f"`GET {API}/orgs/{{org_id}}/posts/{{id}}` (random of {len(ids):,})",
+        "list_first": f"`GET {API}/orgs/{{org_id}}/posts?limit={args.limit}` (first page)",
         "list_keyset_p500": f"keyset page {args.page} (`&cursor=…`)",
         "list_offset_p500": f"offset page {args.page} (`offset={offset}&limit={args.limit}`)",
     }

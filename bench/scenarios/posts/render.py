@@ -11,7 +11,7 @@ from bench.harness.results import markdown_table, server_line, verdict
 from bench.scenarios.posts.search import SEQ_OPTIONS, search_noise
 
 APP = "keel.app:create_app"
-GIN_INDEX = "ix_posts_search"
+GIN_INDEX = "ix_posts_tenant_id_search"
 
 
 def render(data: Mapping[str, Any]) -> str:

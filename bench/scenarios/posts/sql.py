@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from bench.harness.base import BenchError
 from bench.harness.pg import psql, quote_literal
@@ -27,7 +28,8 @@ def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
     from sqlalchemy.sql.selectable import Subquery
 
     from keel.core.pagination import CursorCodec
-    from keel.core.viewer import Viewer
+    from keel.core.viewer import Role, Viewer
+    from keel.orgs.permissions import OrgActor
     from keel.posts import repository as posts_repo
     from keel.search import repository as search_repo
 
@@ -53,18 +55,19 @@ def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
     viewer = Viewer(
         user_id=UUID(spec["viewer_id"]), family_id=uuid4(), is_superuser=False, is_active=True
     )
+    actor = OrgActor(viewer.user_id, viewer, Role.OWNER)  # in their personal organization
     full, ranked = [], []
     for q in spec["queries"]:
-        stmt = search_repo.search_statement(viewer, q, config=SEARCH_CONFIG, limit=20, offset=0)
+        stmt = search_repo.search_statement(actor, q, config=SEARCH_CONFIG, limit=20, offset=0)
         full.append(sql(stmt))
         ranked.append(sql(inner_select(stmt)))
     after = CursorCodec(spec["secret"], purpose="posts").decode(spec["cursor"])
     filters = posts_repo.PostFilters()
     limit = spec["limit"] + 1  # as the router asks for one more to know if there is a next page
-    first = posts_repo.list_query(viewer, filters, limit=limit)
-    keyset = posts_repo.list_query(viewer, filters, limit=limit, after=after)
-    offset = posts_repo.list_query(viewer, filters, limit=limit, offset=spec["offset"])
-    by_id = [UUID(spec["post_id"]), viewer.user_id, viewer.is_superuser]
+    first = posts_repo.list_query(actor, filters, limit=limit)
+    keyset = posts_repo.list_query(actor, filters, limit=limit, after=after)
+    offset = posts_repo.list_query(actor, filters, limit=limit, offset=spec["offset"])
+    by_id = [actor.organization_id, UUID(spec["post_id"]), viewer.user_id, True]
     return {
         "search_full": full,
         "search_ranked": ranked,
@@ -84,8 +87,8 @@ def data_facts(pg: EmbeddedPostgres) -> dict[str, Any]:
                (SELECT count(*) FROM app.users),
                round(avg(length(content))), round(avg(pg_column_size(search))),
                pg_size_pretty(pg_table_size('app.posts')),
-               pg_size_pretty(pg_relation_size('app.ix_posts_search')),
-               pg_size_pretty(pg_relation_size('app.ix_posts_created_at_id'))
+               pg_size_pretty(pg_relation_size('app.ix_posts_tenant_id_search')),
+               pg_size_pretty(pg_relation_size('app.ix_posts_tenant_id_created_at_id'))
         FROM app.posts;
         """,
     ).split("|")
@@ -100,6 +103,15 @@ def data_facts(pg: EmbeddedPostgres) -> dict[str, Any]:
         "ix_posts_created_at_id_size",
     )
     return {k: (int(v) if v.isdigit() else v) for k, v in zip(keys, row, strict=True)}
+
+
+def one_organization(pg: EmbeddedPostgres, org_id: str) -> None:
+    """Move every post into one organization (the seed spreads them over personal ones),
+    so the lists, pages and searches run over all of them, as in one large tenant."""
+    psql(
+        pg,
+        f"DELETE FROM app.post_embeddings;UPDATE app.posts SET tenant_id = '{UUID(org_id)}';",  # noqa: S608 - a parsed UUID
+    )
 
 
 def pick_viewer(pg: EmbeddedPostgres) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from keel.cli import check, data, insight, replicas
+from keel.cli import check, citus, data, insight, replicas
 from keel.cli.common import database_url, fail, load_settings
 from keel.config import Settings, get_settings
 from keel.core.db import create_database
@@ -40,6 +40,7 @@ db_app = typer.Typer(help="Manage the embedded PostgreSQL server.")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
 db_app.add_typer(insight.insight_app, name="insight")
+db_app.add_typer(citus.citus_app, name="citus")
 users_app = typer.Typer(help="Manage user accounts.")
 app.add_typer(users_app, name="users")
 log = structlog.get_logger("keel.cli")

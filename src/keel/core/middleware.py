@@ -213,10 +213,18 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"The request body is larger than the {limit}-byte limit.")
 
 
+def _prefix_pattern(prefix: str) -> re.Pattern[str]:
+    """A path prefix as a regex: `{name}` placeholders match one segment."""
+    parts = re.split(r"\{[^/{}]+\}", prefix)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
+
+
 class BodySizeLimitMiddleware:
     """Cap request bodies: by Content-Length up front, and by counting while streaming.
 
-    `overrides` maps path prefixes to their own caps (bulk uploads need more room).
+    `overrides` maps path prefixes to their own caps (bulk uploads need more room); a
+    `{name}` in a prefix stands for one path segment (`/api/v1/orgs/{org_id}/imports`).
+    The longest prefix that matches wins.
     """
 
     def __init__(
@@ -224,11 +232,12 @@ class BodySizeLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.overrides = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
+        longest_first = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
+        self.overrides = [(_prefix_pattern(prefix), limit) for prefix, limit in longest_first]
 
     def _limit_for(self, path: str) -> int:
         for prefix, limit in self.overrides:
-            if path.startswith(prefix):
+            if prefix.match(path):
                 return limit
         return self.max_bytes
 

@@ -1,0 +1,76 @@
+"""Every repository function of tenant-scoped data stays inside its organization.
+
+The walk lists each scoped domain's repository coroutines and demands a case for each
+(`tests/tenancy/cases_*.py`), or a stated reason it reads across organizations. A new
+repository function without one fails `test_every_repository_function_is_walked`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+from uuid import UUID
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.posts import repository as posts_repository
+from tests.orgs.factory import create_org
+from tests.posts.factory import make_post
+from tests.tenancy import cases_posts  # noqa: F401 - registers its cases
+from tests.tenancy.walk import (
+    CASES,
+    Tenant,
+    World,
+    owner_of,
+    reset_statements,
+    unscoped_statements,
+)
+from tests.users.factory import signed_in
+
+WALKED: tuple[ModuleType, ...] = (posts_repository,)
+
+# Functions that read or write across organizations, and why that is their job.
+CROSS_TENANT: dict[str, str] = {}
+
+
+def _functions(module: ModuleType) -> set[str]:
+    return {
+        f"{module.__name__}.{name}"
+        for name, function in inspect.getmembers(module, inspect.iscoroutinefunction)
+        if function.__module__ == module.__name__ and not name.startswith("_")
+    }
+
+
+def test_every_repository_function_is_walked() -> None:
+    functions = set().union(*map(_functions, WALKED))
+    assert functions - set(CASES) - set(CROSS_TENANT) == set()
+    assert set(CASES) <= functions  # no case for a function that's gone
+
+
+async def _tenant(app: FastAPI, session: AsyncSession, client: AsyncClient) -> Tenant:
+    user, auth = await signed_in(app, session, client)
+    org = UUID((await create_org(client, auth))["id"])
+    posts = [
+        (await make_post(session, user, "twin", org_id=org)).id,
+        (await make_post(session, user, "twin draft", published=False, org_id=org)).id,
+    ]
+    return Tenant(org, owner_of(user, org), {"posts": posts})
+
+
+@pytest.fixture
+async def world(app: FastAPI, db_session: AsyncSession, client: AsyncClient) -> World:
+    a = await _tenant(app, db_session, client)
+    b = await _tenant(app, db_session, client)
+    return World(app, db_session, a, b)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_each_function_stays_in_its_organization(world: World, name: str) -> None:
+    await reset_statements(world.session)
+    touched = await CASES[name](world)
+    assert touched, f"{name}: the case reached no row, so it proves nothing"
+    assert not touched & world.b.ids(), f"{name} reached another organization's rows"
+    assert await unscoped_statements(world.session) == [], name
