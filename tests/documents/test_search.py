@@ -1,4 +1,5 @@
-"""Vector search: nearest first, exact distances, metrics, ef_search, filters, no leaks."""
+"""Vector search in an organization: nearest first, exact distances, metrics, ef_search,
+filters, iterative scans over the tenant's rows, settings that end with the request."""
 
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ from tests.documents.factory import (
     as_list,
     copy_documents,
     dimension,
+    docs_url,
     ndjson,
     separate_app,
     unit_vectors,
 )
 from tests.users.factory import bearer, make_user, sign_in, signed_in
 
-SEARCH = "/api/v1/documents/search"
 TOLERANCE = 1e-5
 
 
@@ -51,6 +52,7 @@ async def test_search_returns_the_nearest_first_with_their_distances(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient, metric: Metric
 ) -> None:
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     size = await dimension(db_session)
     vectors = unit_vectors(60, size, seed=2) * np.float32(3.0)  # not unit: metrics differ
     ids = await copy_documents(db_session, user, vectors)
@@ -60,7 +62,7 @@ async def test_search_returns_the_nearest_first_with_their_distances(
     assert expected[order[5]] - expected[order[4]] > 1e-3  # a clear top 5, even at fp16
 
     response = await client.post(
-        SEARCH, headers=auth, json={"vector": as_list(query), "limit": 5, "metric": metric}
+        search_url, headers=auth, json={"vector": as_list(query), "limit": 5, "metric": metric}
     )
     assert response.status_code == 200, response.text
     result = response.json()
@@ -86,9 +88,10 @@ async def test_the_default_metric_is_the_indexed_one(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     vectors = unit_vectors(10, await dimension(db_session), seed=4)
     await copy_documents(db_session, user, vectors)
-    response = await client.post(SEARCH, headers=auth, json={"vector": as_list(vectors[0])})
+    response = await client.post(search_url, headers=auth, json={"vector": as_list(vectors[0])})
     result = response.json()
     assert result["metric"] == app.state.settings.vector_metric
     assert result["index"] is not None
@@ -101,13 +104,14 @@ async def test_exact_search_skips_the_index_and_agrees_with_numpy(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     size = await dimension(db_session)
     vectors = unit_vectors(80, size, seed=5)
     ids = await copy_documents(db_session, user, vectors)
     query = unit_vectors(1, size, seed=6)[0]
     expected = np.argsort(distances(vectors, query, "cosine"))[:10]
     body = {"vector": as_list(query), "limit": 10, "metric": "cosine", "exact": True}
-    result = (await client.post(SEARCH, headers=auth, json=body)).json()
+    result = (await client.post(search_url, headers=auth, json=body)).json()
     assert [hit["id"] for hit in result["items"]] == [str(ids[i]) for i in expected]
     assert (result["index"], result["exact"], result["ef_search"]) == (None, True, None)
 
@@ -116,10 +120,11 @@ async def test_ef_search_limit_and_query_shape_are_checked(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     vectors = unit_vectors(20, await dimension(db_session), seed=7)
     await copy_documents(db_session, user, vectors)
     vector = as_list(vectors[3])
-    tuned = await client.post(SEARCH, headers=auth, json={"vector": vector, "ef_search": 7})
+    tuned = await client.post(search_url, headers=auth, json={"vector": vector, "ef_search": 7})
     assert tuned.status_code == 200
     assert tuned.json()["ef_search"] == 7
     max_limit = app.state.settings.vector_search_max_limit
@@ -137,19 +142,20 @@ async def test_ef_search_limit_and_query_shape_are_checked(
         {"text": "both a text and a vector"},
         {"unknown": 1},
     ):
-        response = await client.post(SEARCH, headers=auth, json={"vector": vector, **bad})
+        response = await client.post(search_url, headers=auth, json={"vector": vector, **bad})
         assert response.status_code == 422, bad
-    neither = await client.post(SEARCH, headers=auth, json={"limit": 3})
+    neither = await client.post(search_url, headers=auth, json={"limit": 3})
     assert neither.status_code == 422
 
 
 async def test_text_search_without_an_embedder_is_503(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, auth = await signed_in(app, db_session, client)
+    user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     services = app.state.services
     monkeypatch.setattr(app.state, "services", replace(services, embedder=None))
-    response = await client.post(SEARCH, headers=auth, json={"text": "a question"})
+    response = await client.post(search_url, headers=auth, json={"text": "a question"})
     assert response.status_code == 503
     assert response.json()["type"] == "urn:keel:problem:service-unavailable"
 
@@ -162,6 +168,7 @@ async def test_text_search_embeds_the_query_with_the_servers_model(
         pytest.skip("documents were migrated for another model's dimension")
     monkeypatch.setattr(app.state, "embedder", embedder, raising=False)
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     texts = [
         "The cat slept on the warm windowsill all afternoon.",
         "Central banks raised interest rates to fight inflation.",
@@ -174,7 +181,7 @@ async def test_text_search_embeds_the_query_with_the_servers_model(
         ("monetary policy and the economy", 1),
         ("how do I bake a chocolate cake", 2),
     ):
-        response = await client.post(SEARCH, headers=auth, json={"text": question, "limit": 3})
+        response = await client.post(search_url, headers=auth, json={"text": question, "limit": 3})
         assert response.status_code == 200, response.text
         assert response.json()["items"][0]["id"] == str(ids[expected]), question
 
@@ -183,6 +190,7 @@ async def test_filter_is_metadata_containment(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     user, auth = await signed_in(app, db_session, client)
+    search_url = f"{docs_url(user.id)}/search"
     vectors = unit_vectors(4, await dimension(db_session), seed=8)
     metadata: list[dict[str, Any]] = [
         {"lang": "en", "tags": ["a", "b"]},
@@ -194,7 +202,7 @@ async def test_filter_is_metadata_containment(
 
     async def matching(filter_: dict[str, Any]) -> set[str]:
         body = {"vector": as_list(vectors[0]), "limit": 10, "filter": filter_}
-        response = await client.post(SEARCH, headers=auth, json=body)
+        response = await client.post(search_url, headers=auth, json=body)
         assert response.status_code == 200, response.text
         return {hit["id"] for hit in response.json()["items"]}
 
@@ -215,6 +223,7 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
     admin, auth = await signed_in(app, db_session, client, admin=True)
+    search_url = f"{docs_url(admin.id)}/search"
     layout = await repository.load_layout(db_session)
     metric: Metric = app.state.settings.vector_metric
     column = HALF if layout.index_for(HALF, metric) else FULL
@@ -225,13 +234,17 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
     metadata = [rare if i % 50 == 0 else {"tag": "common"} for i in range(500)]  # 2%
     await copy_documents(db_session, admin, vectors, metadata)
     query = unit_vectors(1, layout.dimension, seed=10)[0]
-    # With so few rows the planner would rather read the GIN index and sort (exact, and
-    # fine); take that away so the HNSW index has to serve the filtered query.
+    # With so few rows the planner would rather read the tenant's btree or GIN index and
+    # sort (exact, and fine); take that away so the HNSW index has to serve the filtered
+    # query (the outer re-sort stays, disabled or not, in every plan).
     # SET LOCAL needs a transaction: db_session runs in autocommit.
     async with app.state.db.sessionmaker() as tx:
         await tx.execute(text("SET LOCAL enable_seqscan = off"))
         await tx.execute(text("SET LOCAL enable_bitmapscan = off"))
-        nearest = Nearest(as_list(query), metric, column, limit=5, metadata_filter=rare)
+        await tx.execute(text("SET LOCAL enable_sort = off"))
+        nearest = Nearest(
+            as_list(query), metric, column, limit=5, tenant_id=admin.id, metadata_filter=rare
+        )
         assert f"Index Scan using {index}" in await _plan(tx, nearest, layout.dimension)
 
         # Without iterative scan, HNSW yields its ef_search=10 candidates and the filter
@@ -243,7 +256,7 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
         await tx.rollback()
 
     body = {"vector": as_list(query), "limit": 5, "ef_search": 10, "filter": rare}
-    result = (await client.post(SEARCH, headers=auth, json=body)).json()
+    result = (await client.post(search_url, headers=auth, json=body)).json()
     assert len(result["items"]) == 5
     assert all(hit["metadata"] == rare for hit in result["items"])
     assert result["iterative_scan"] == "relaxed_order"
@@ -252,9 +265,10 @@ async def test_selective_filter_still_fills_the_page_thanks_to_iterative_scan(
     assert got == sorted(got)
 
     unfiltered = {"vector": as_list(query), "limit": 5, "ef_search": 10}
-    result = (await client.post(SEARCH, headers=auth, json=unfiltered)).json()
+    result = (await client.post(search_url, headers=auth, json=unfiltered)).json()
     assert len(result["items"]) == 5
-    assert result["iterative_scan"] is None  # nothing to filter (an admin sees all)
+    # The tenant is always a filter: every index scan is iterative.
+    assert result["iterative_scan"] == "relaxed_order"
 
 
 async def test_unfiltered_search_is_served_by_the_hnsw_index(
@@ -269,7 +283,8 @@ async def test_unfiltered_search_is_served_by_the_hnsw_index(
     indexed = [column for column in (HALF, FULL) if layout.index_for(column, metric)]
     assert indexed
     for column in indexed:
-        plan = await _plan(db_session, Nearest(query, metric, column, 10), layout.dimension)
+        nearest = Nearest(query, metric, column, 10, tenant_id=admin.id)
+        plan = await _plan(db_session, nearest, layout.dimension)
         assert f"Index Scan using {layout.index_for(column, metric)}" in plan, plan
 
 
@@ -300,7 +315,7 @@ async def test_set_local_settings_end_with_the_request(
         lines = ndjson([as_document(v, metadata={"n": i % 3}) for i, v in enumerate(vectors)])
         headers = {**auth, "Content-Type": "application/x-ndjson"}
         assert (
-            await http.post("/api/v1/documents/bulk", headers=headers, content=lines)
+            await http.post(f"{docs_url(user.id)}/bulk", headers=headers, content=lines)
         ).is_success
         async with application.state.db.engine.connect() as conn:
             before = await _settings_on(conn)
@@ -311,7 +326,7 @@ async def test_set_local_settings_end_with_the_request(
             {"vector": vector},  # the settings' defaults: ef_search 33, 12,345 tuples
             {"vector": vector, "exact": True},  # enable_indexscan off
         ):
-            response = await http.post(SEARCH, headers=auth, json=body)
+            response = await http.post(f"{docs_url(user.id)}/search", headers=auth, json=body)
             assert response.status_code == 200, response.text
             assert len(response.json()["items"]) > 0
 

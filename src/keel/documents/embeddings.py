@@ -3,7 +3,8 @@
 A single `POST /documents` is embedded inline, before its transaction opens. A bulk load
 stores its text-only lines without a vector and queues `embed_documents` jobs, which the
 worker runs like any other job: read the texts, compute with no connection held, write
-the vectors of documents still waiting for one.
+the vectors of documents still waiting for one. A job works for one organization: its
+payload names the tenant (`jobs.tenant_id` too), and every query it runs filters by it.
 """
 
 from __future__ import annotations
@@ -46,28 +47,51 @@ async def embed_content(
     return vector
 
 
-async def queue_embeddings(session: AsyncSession, document_ids: Sequence[UUID]) -> None:
-    """Queue `embed_documents` jobs for these documents, in the caller's transaction."""
+async def queue_embeddings(
+    session: AsyncSession, tenant_id: UUID, document_ids: Sequence[UUID]
+) -> None:
+    """Queue `embed_documents` jobs for the tenant's documents, in the caller's transaction."""
     batches = [
-        {"document_ids": [str(i) for i in document_ids[start : start + EMBED_BATCH]]}
+        {
+            "tenant_id": str(tenant_id),
+            "document_ids": [str(i) for i in document_ids[start : start + EMBED_BATCH]],
+        }
         for start in range(0, len(document_ids), EMBED_BATCH)
     ]
-    await jobs.enqueue(session, EMBED_DOCUMENTS, batches)
+    await jobs.enqueue(session, EMBED_DOCUMENTS, batches, tenant_id=tenant_id)
 
 
 def embed_documents_handler(embedder: Embedder) -> Handler:
     """The worker's handler for `embed_documents` jobs."""
 
     async def handle(run: JobRun, payload: dict[str, object]) -> None:
-        ids = payload.get("document_ids")
-        if not isinstance(ids, list):
+        raw_ids = payload.get("document_ids")
+        if not isinstance(raw_ids, list):
             raise ValueError("embed_documents payload needs a document_ids list")
+        ids = [UUID(str(i)) for i in raw_ids]
+        tenant = payload.get("tenant_id")
+        waiting: list[tuple[UUID, UUID, str]] = []  # (tenant_id, id, content)
         async with run.read() as session:
-            waiting = await repository.pending_contents(session, [UUID(str(i)) for i in ids])
+            if tenant is not None:
+                tenants = {UUID(str(tenant)): ids}
+            else:  # queued before migration 0014 named tenants: each tenant's share
+                tenants = await repository.pending_tenants_all_tenants(session, ids)
+            for tenant_id, tenant_ids in tenants.items():
+                found = await repository.pending_contents(session, tenant_id, tenant_ids)
+                waiting.extend((tenant_id, id_, content) for id_, content in found)
         if not waiting:
             return  # deleted, or embedded meanwhile
-        vectors = await embedder.embed([content for _, content in waiting])
-        async with run.write() as session:
-            await repository.store_embeddings(session, [id_ for id_, _ in waiting], vectors)
+        vectors = await embedder.embed([content for _, _, content in waiting])
+        async with run.write() as session:  # one write: it also finishes the job
+            for tenant_id in tenants:
+                mine = [
+                    (id_, v)
+                    for (t, id_, _), v in zip(waiting, vectors, strict=True)
+                    if t == tenant_id
+                ]
+                if mine:
+                    await repository.store_embeddings(
+                        session, tenant_id, [id_ for id_, _ in mine], [v for _, v in mine]
+                    )
 
     return handle

@@ -1,4 +1,7 @@
-"""SQL for documents: ownership, the vector layout in the catalog, binary COPY, k-NN search.
+"""SQL for documents: tenant-scoped reads and writes, the vector layout, binary COPY, k-NN.
+
+Every query of documents takes the organization (`tenant_id`) and filters by it; the
+only cross-tenant functions say so in their name (`..._all_tenants`).
 
 Query vectors travel as text (`'[0.1,0.2,...]'`) cast to the column's type, so ordinary
 queries need no codec; only COPY, which is binary, registers pgvector's (and removes it
@@ -17,13 +20,12 @@ from uuid import UUID
 
 import asyncpg
 from pgvector.asyncpg import register_vector
-from sqlalchemy import ColumnElement, Select, select, text, true
+from sqlalchemy import ColumnElement, Select, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 from sqlmodel import col
 
-from keel.core.viewer import Viewer
 from keel.documents.models import (
     FULL,
     METRICS,
@@ -35,7 +37,7 @@ from keel.documents.models import (
 )
 
 # The columns a COPY fills; the rest are defaults, and embedding_half is generated.
-COPY_COLUMNS = ("id", "owner_id", "content", "metadata", "embedding")
+COPY_COLUMNS = ("tenant_id", "id", "owner_id", "content", "metadata", "embedding")
 _CODEC_TYPES = ("vector", "halfvec", "sparsevec")
 _VECTOR_SCHEMA = (
     "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
@@ -91,11 +93,8 @@ async def load_layout(session: AsyncSession) -> VectorLayout:
     return VectorLayout(dimension=dimension, indexes=indexes)
 
 
-def visible_to(viewer: Viewer) -> ColumnElement[bool]:
-    """Owners see their own documents; admins see everyone's."""
-    if viewer.is_superuser:
-        return true()
-    return col(Document.owner_id) == viewer.user_id
+def _in_tenant(tenant_id: UUID, document_id: UUID) -> tuple[ColumnElement[bool], ...]:
+    return col(Document.tenant_id) == tenant_id, col(Document.id) == document_id
 
 
 def _public(statement: Select[Document]) -> Select[Document]:
@@ -103,60 +102,100 @@ def _public(statement: Select[Document]) -> Select[Document]:
     return statement.options(load_only(*_PUBLIC_COLUMNS))
 
 
-async def get_visible(session: AsyncSession, document_id: UUID, viewer: Viewer) -> Document | None:
-    statement = select(Document).where(col(Document.id) == document_id, visible_to(viewer))
+async def get(session: AsyncSession, tenant_id: UUID, document_id: UUID) -> Document | None:
+    statement = select(Document).where(*_in_tenant(tenant_id, document_id))
     return (await session.scalars(_public(statement))).first()
 
 
-async def get_visible_with_status(
-    session: AsyncSession, document_id: UUID, viewer: Viewer
+async def get_with_status(
+    session: AsyncSession, tenant_id: UUID, document_id: UUID
 ) -> tuple[Document, bool] | None:
     """The document and whether its embedding is still pending (NULL)."""
     pending = col(Document.embedding).is_(None).label("pending")
-    statement = select(Document, pending).where(col(Document.id) == document_id, visible_to(viewer))
+    statement = select(Document, pending).where(*_in_tenant(tenant_id, document_id))
     row = (await session.execute(statement.options(load_only(*_PUBLIC_COLUMNS)))).first()
     return None if row is None else (row[0], bool(row[1]))
 
 
-async def pending_contents(session: AsyncSession, ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
-    """(id, content) of these documents that still wait for an embedding."""
+async def pending_contents(
+    session: AsyncSession, tenant_id: UUID, ids: Sequence[UUID]
+) -> list[tuple[UUID, str]]:
+    """(id, content) of these documents of the tenant that still wait for an embedding."""
     rows = await session.execute(
         select(col(Document.id), col(Document.content)).where(
-            col(Document.id).in_(ids), col(Document.embedding).is_(None)
+            col(Document.tenant_id) == tenant_id,
+            col(Document.id).in_(ids),
+            col(Document.embedding).is_(None),
         )
     )
     return [(row[0], row[1]) for row in rows]
 
 
+async def pending_tenants_all_tenants(
+    session: AsyncSession, ids: Sequence[UUID]
+) -> dict[UUID, list[UUID]]:
+    """The tenants of these documents still waiting for an embedding, with their ids.
+
+    Only for `embed_documents` jobs queued before migration 0014, whose payload names
+    no tenant: the worker then embeds each tenant's share as if queued for it.
+    """
+    rows = await session.execute(
+        select(col(Document.tenant_id), col(Document.id)).where(
+            col(Document.id).in_(ids), col(Document.embedding).is_(None)
+        )
+    )
+    tenants: dict[UUID, list[UUID]] = {}
+    for tenant_id, document_id in rows:
+        tenants.setdefault(tenant_id, []).append(document_id)
+    return tenants
+
+
 async def store_embeddings(
-    session: AsyncSession, ids: Sequence[UUID], vectors: Sequence[Sequence[float]]
+    session: AsyncSession,
+    tenant_id: UUID,
+    ids: Sequence[UUID],
+    vectors: Sequence[Sequence[float]],
 ) -> int:
-    """Set the embeddings of documents still without one. Returns how many were set."""
+    """Set the embeddings of the tenant's documents still without one. How many were set."""
     result = await session.execute(
         text(
             "UPDATE app.documents AS d SET embedding = CAST(v.embedding AS vector) "
             "FROM unnest(CAST(:ids AS uuid[]), CAST(:vectors AS text[])) AS v(id, embedding) "
-            "WHERE d.id = v.id AND d.embedding IS NULL"
+            "WHERE d.tenant_id = :tenant_id AND d.id = ANY(CAST(:ids AS uuid[])) "
+            "AND d.id = v.id AND d.embedding IS NULL"
         ),
-        {"ids": list(ids), "vectors": [vector_literal(vector) for vector in vectors]},
+        {
+            "tenant_id": tenant_id,
+            "ids": list(ids),
+            "vectors": [vector_literal(vector) for vector in vectors],
+        },
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def save(session: AsyncSession, document: Document) -> Document:
-    """Flush `document` and load the timestamps the database set."""
+    """Flush `document` (its tenant_id set by the caller) and load the database's timestamps."""
     session.add(document)
     await session.flush()
     await session.refresh(document, attribute_names=["created_at", "updated_at"])
     return document
 
 
-async def delete(session: AsyncSession, document: Document) -> None:
-    await session.delete(document)
-    await session.flush()
+async def delete(session: AsyncSession, tenant_id: UUID, document_id: UUID) -> bool:
+    """Delete the tenant's document; False if it has no such document."""
+    result = await session.execute(
+        text("DELETE FROM app.documents WHERE tenant_id = :tenant_id AND id = :id"),
+        {"tenant_id": tenant_id, "id": document_id},
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
-async def count(session: AsyncSession) -> int:
+async def count(session: AsyncSession, tenant_id: UUID) -> int:
+    statement = text("SELECT count(*) FROM app.documents WHERE tenant_id = :tenant_id")
+    return int(await session.scalar(statement, {"tenant_id": tenant_id}) or 0)
+
+
+async def count_all_tenants(session: AsyncSession) -> int:
     return int(await session.scalar(text("SELECT count(*) FROM app.documents")) or 0)
 
 
@@ -177,7 +216,10 @@ async def copy_connection(session: AsyncSession) -> AsyncIterator[asyncpg.Connec
 
 
 async def copy_documents(driver: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> None:
-    """Binary COPY of (id, owner_id, content, metadata JSON text, float32 vector) rows."""
+    """Binary COPY of (tenant_id, id, owner_id, content, metadata JSON, float32 vector) rows.
+
+    The caller puts its tenant in every record: COPY inserts, it filters nothing.
+    """
     # A savepoint: after a failed COPY the transaction can still reset the codecs.
     async with driver.transaction():
         await driver.copy_records_to_table(
@@ -193,13 +235,14 @@ class Nearest:
     metric: Metric
     column: VectorColumn
     limit: int
-    owner_id: UUID | None = None
+    tenant_id: UUID
     metadata_filter: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class IndexScan:
-    """Per-transaction HNSW settings (`SET LOCAL`); `iterative` only when filtering."""
+    """Per-transaction HNSW settings (`SET LOCAL`): every search filters by tenant, so
+    `iterative` is pgvector 0.8's iterative scan mode (None only to show what it fixes)."""
 
     ef_search: int
     iterative: str | None
@@ -230,9 +273,8 @@ def nearest_sql(query: Nearest, dimension: int) -> str:
     passes it on, and would then skip or shorten the sort).
     """
     operator = OPERATORS[query.metric]
-    conditions = ["embedding IS NOT NULL"]  # a document whose embedding is pending
-    if query.owner_id is not None:
-        conditions.append("owner_id = :owner_id")
+    # The tenant first: the HNSW index walks the whole graph and keeps only its rows.
+    conditions = ["tenant_id = :tenant_id", "embedding IS NOT NULL"]  # NULL: still pending
     if query.metadata_filter:
         conditions.append("metadata @> CAST(:filter AS jsonb)")
     where = f"WHERE {' AND '.join(conditions)}"
@@ -257,9 +299,11 @@ ORDER BY distance + 0, id
 
 
 def nearest_params(query: Nearest) -> dict[str, Any]:
-    params: dict[str, Any] = {"query": vector_literal(query.vector), "limit": query.limit}
-    if query.owner_id is not None:
-        params["owner_id"] = query.owner_id
+    params: dict[str, Any] = {
+        "query": vector_literal(query.vector),
+        "limit": query.limit,
+        "tenant_id": query.tenant_id,
+    }
     if query.metadata_filter:
         params["filter"] = json.dumps(query.metadata_filter, allow_nan=False)
     return params
@@ -271,7 +315,9 @@ async def apply_scan(session: AsyncSession, scan: IndexScan | None) -> None:
     `None` is an exact scan: index scans are switched off, so the ORDER BY is computed
     for every row that passes the filters. Exact and HNSW searches send the same SQL, and
     asyncpg prepares it once per connection; a cached generic plan would ignore
-    `enable_indexscan`, so every search is planned afresh (`force_custom_plan`).
+    `enable_indexscan`, and would not know the tenant's size either (the planner walks
+    the HNSW graph for a big tenant, reads a small one's rows by the btree and sorts
+    them), so every search is planned afresh (`force_custom_plan`).
     """
     settings = (
         {"enable_indexscan": "off"}

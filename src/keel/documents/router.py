@@ -1,7 +1,9 @@
-"""Documents: `/api/v1/documents`, a vector store for clients' own embeddings (or the server's).
+"""Documents: `/api/v1/orgs/{org_id}/documents`, an organization's vector store.
 
-Owners see only their own documents, admins everyone's; anyone else's id is a 404.
-Search walks an HNSW index (see the README's vector settings) unless asked for `exact`.
+Documents are shared within their organization: any member reads and searches them,
+members add them, admins delete them (the permission matrix). Another organization's
+document id is a 404, as is an organization the caller doesn't belong to. Search walks
+an HNSW index filtered by the organization (iterative scan) unless asked for `exact`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from uuid import UUID
 from fastapi import Depends, Request, status
 
 from keel.core.db import SessionDep
-from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep
 from keel.core.idempotency.deps import (
     IDEMPOTENCY_ERRORS,
     DeferredIdempotencyDep,
@@ -22,7 +24,7 @@ from keel.core.idempotency.deps import (
 )
 from keel.core.routing import KeelRouter, Responses
 from keel.core.uploads import UPLOAD_LIMITS, heavy_operations, release_connection, spool
-from keel.documents import service
+from keel.documents import loading, service
 from keel.documents.embeddings import embed_content
 from keel.documents.schemas import (
     BulkLoadResult,
@@ -32,11 +34,17 @@ from keel.documents.schemas import (
     DocumentSearchResult,
 )
 from keel.documents.service import VectorLayout
+from keel.orgs.deps import ORG_ERRORS, ActiveOrg
 
-router = KeelRouter(prefix="/documents", tags=["documents"], route_class=IdempotentRoute)
+router = KeelRouter(
+    prefix="/orgs/{org_id}/documents", tags=["documents"], route_class=IdempotentRoute
+)
 
-AUTH = SIGNED_IN_ERRORS
-MISSING: Responses = {404: {"description": "No such document, or not yours"}}
+AUTH: Responses = {**SIGNED_IN_ERRORS, **ORG_ERRORS}
+WRITE: Responses = {403: {"description": "Your role may not add documents (viewers)"}}
+MISSING: Responses = {
+    404: {"description": "No such organization (or not a member), or no such document in it"}
+}
 # What the schema can't say: the dimension is the table's, read from the catalog.
 INVALID: Responses = {
     422: {
@@ -60,9 +68,9 @@ async def get_layout(request: Request, session: SessionDep) -> VectorLayout:
     return layout
 
 
-async def upload_slot(request: Request, user: ViewerDep) -> AsyncIterator[None]:
+async def upload_slot(request: Request, actor: ActiveOrg) -> AsyncIterator[None]:
     """One of the caller's (and the process's) heavy-operation slots, for the request."""
-    with heavy_operations(request).slot(user.user_id):
+    with heavy_operations(request).slot(actor.user_id):
         yield
 
 
@@ -76,6 +84,7 @@ UploadSlot = Annotated[None, Depends(upload_slot, scope="function")]
     response_model=DocumentPublic,
     responses={
         **AUTH,
+        **WRITE,
         **INVALID,
         **IDEMPOTENCY_ERRORS,
         503: {"description": "No `embedding`, and no embedding model fits the table"},
@@ -86,18 +95,19 @@ async def create_document(
     request: Request,
     data: DocumentCreate,
     session: SessionDep,
-    user: ViewerDep,
+    actor: ActiveOrg,
     services: ServicesDep,
     layout: LayoutDep,
     key: DeferredIdempotencyDep,
 ) -> Any:
+    service.require_writer(actor)  # before the model runs for someone who may not write
     embedding = None
     if data.embedding is None:
         # The model runs before the request's transaction opens: no connection waits on it.
         await release_connection(session)
         embedding = await embed_content(services.embedder, layout, data.content)
     await key.check(hashlib.sha256(await request.body()).digest())
-    return await service.create_document(session, user, layout, data, embedding)
+    return await service.create_document(session, actor, layout, data, embedding)
 
 
 BULK_BODY: dict[str, Any] = {
@@ -107,7 +117,7 @@ BULK_BODY: dict[str, Any] = {
     "DOCUMENTS_BULK_MAX_ROWS documents or DOCUMENTS_BULK_MAX_BYTES bytes: 413.",
     "content": {
         media_type: {"schema": {"$ref": "#/components/schemas/DocumentCreate"}}
-        for media_type in service.NDJSON_MEDIA_TYPES
+        for media_type in loading.NDJSON_MEDIA_TYPES
     },
 }
 
@@ -118,6 +128,7 @@ BULK_BODY: dict[str, Any] = {
     response_model=BulkLoadResult,
     responses={
         **AUTH,
+        **WRITE,
         **INVALID,
         **UPLOAD_LIMITS,
         **IDEMPOTENCY_ERRORS,
@@ -129,20 +140,21 @@ BULK_BODY: dict[str, Any] = {
 async def bulk_load(
     request: Request,
     session: SessionDep,
-    user: ViewerDep,
+    actor: ActiveOrg,
     services: ServicesDep,
     layout: LayoutDep,
     _slot: UploadSlot,
     key: DeferredIdempotencyDep,
 ) -> Any:
-    service.check_ndjson(request.headers.get("content-type"))
+    service.require_writer(actor)  # before a byte of the upload is read
+    loading.check_ndjson(request.headers.get("content-type"))
     # The whole body first, with no connection held: a slow client must not hold one.
     await release_connection(session)
     async with spool(request.stream()) as body:
         await key.check(body.sha256)
-        loaded = await service.load_ndjson(
+        loaded = await loading.load_ndjson(
             session,
-            user,
+            actor,
             layout,
             body.chunks(),
             max_rows=services.settings.documents_bulk_max_rows,
@@ -161,17 +173,17 @@ async def bulk_load(
         **INVALID_SEARCH,
         503: {"description": "`text` given but no embedding model is set up"},
     },
-    summary="The nearest documents to a vector or a text, nearest first",
+    summary="The organization's nearest documents to a vector or a text, nearest first",
 )
 async def search_documents(
     search: DocumentSearch,
     session: SessionDep,
-    user: ViewerDep,
+    actor: ActiveOrg,
     services: ServicesDep,
     layout: LayoutDep,
 ) -> Any:
     return await service.search_documents(
-        session, user, layout, services.settings, search, services.embedder
+        session, actor, layout, services.settings, search, services.embedder
     )
 
 
@@ -181,15 +193,19 @@ async def search_documents(
     responses={**AUTH, **MISSING},
     summary="Read a document (without its vector)",
 )
-async def read_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> Any:
-    return await service.read_document(session, user, document_id)
+async def read_document(document_id: UUID, session: SessionDep, actor: ActiveOrg) -> Any:
+    return await service.read_document(session, actor, document_id)
 
 
 @router.delete(
     "/{document_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**AUTH, **MISSING},
+    responses={
+        **AUTH,
+        **MISSING,
+        403: {"description": "Your role may not delete documents (members, viewers)"},
+    },
     summary="Delete a document",
 )
-async def delete_document(document_id: UUID, session: SessionDep, user: ViewerDep) -> None:
-    await service.delete_document(session, user, document_id)
+async def delete_document(document_id: UUID, session: SessionDep, actor: ActiveOrg) -> None:
+    await service.delete_document(session, actor, document_id)

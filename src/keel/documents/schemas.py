@@ -259,10 +259,14 @@ class DocumentSearchResult(BaseModel):
     )
     index: str | None = Field(
         description="The HNSW index the query is written for; null for an exact scan. The "
-        "planner may still prefer an exact plan when a filter is very selective."
+        "planner may still prefer an exact plan for a small organization or a very "
+        "selective filter. When the index walk returns fewer than `limit` documents (it "
+        "stops after HNSW_MAX_SCAN_TUPLES), the search is answered by an exact scan "
+        "instead, and this is null."
     )
     exact: bool
     ef_search: int | None
     iterative_scan: str | None = Field(
-        description="pgvector's iterative scan mode, used when a filter applies."
+        description="pgvector's iterative scan mode: every index search filters by the "
+        "organization, so this is set whenever `index` is."
     )

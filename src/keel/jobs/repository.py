@@ -46,11 +46,23 @@ async def enqueue(
 
 
 async def enqueue_many(
-    session: AsyncSession, kind: str, payloads: list[dict[str, Any]], *, max_attempts: int = 5
+    session: AsyncSession,
+    kind: str,
+    payloads: list[dict[str, Any]],
+    *,
+    max_attempts: int = 5,
+    tenant_id: UUID | None = None,
 ) -> list[UUID]:
     trace_parent = tracing.current_traceparent()
     jobs = [
-        Job(id=uuid7(), kind=kind, payload=p, max_attempts=max_attempts, trace_parent=trace_parent)
+        Job(
+            id=uuid7(),
+            tenant_id=tenant_id,
+            kind=kind,
+            payload=p,
+            max_attempts=max_attempts,
+            trace_parent=trace_parent,
+        )
         for p in payloads
     ]
     session.add_all(jobs)

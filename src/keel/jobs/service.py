@@ -25,11 +25,20 @@ async def retry(session: AsyncSession, job_id: UUID) -> None:
         raise NotFound("No failed job with this id.")
 
 
-async def enqueue(session: AsyncSession, kind: str, payloads: list[dict[str, Any]]) -> list[UUID]:
-    """Queue one `kind` job per payload, in the caller's transaction (they run once it commits)."""
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payloads: list[dict[str, Any]],
+    *,
+    tenant_id: UUID | None = None,
+) -> list[UUID]:
+    """Queue one `kind` job per payload, in the caller's transaction (they run once it commits).
+
+    `tenant_id` is the organization the jobs work for (None: the platform's own jobs).
+    """
     if not payloads:
         return []
-    return await repository.enqueue_many(session, kind, payloads)
+    return await repository.enqueue_many(session, kind, payloads, tenant_id=tenant_id)
 
 
 async def enqueue_periodic(
