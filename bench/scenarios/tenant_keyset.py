@@ -233,8 +233,7 @@ def render(data: Mapping[str, Any]) -> str:
         f"alternating rounds, {s['warmup']}s warm-up. `keel seed --tenants {s['tenants']} "
         f"--posts-per-tenant {s['posts_per_tenant']} --published-ratio 1` "
         f"({data['seeded']['posts_total']:,} posts). {res.server_line(data)}.",
-        "",
-        _plans_line(data),
+        *(["", _plans_line(data)] if data.get("plans") else []),
         "",
         noise_warning(max(m["other_cpu_pct"] for m in med.values())),
     ]
