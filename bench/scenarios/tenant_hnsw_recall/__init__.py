@@ -27,34 +27,36 @@ pg_stat_statements): the 1% tenant; the 99% tenant, whose filter drops almost no
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
-from uuid import UUID, uuid4
 
 import httpx
 import numpy as np
-from pgvector.asyncpg import register_vector
 
-from bench.harness import results as res
 from bench.harness.base import API, BenchError, percentiles, say
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, expect, login, seed
 from bench.harness.noise import settle
 from bench.harness.pg import drop_queued_jobs, embedded_cluster, pgss_reset, pgss_top, psql
 from bench.harness.proc import source_tree
-from bench.harness.scenario import Results, Scenario, add_quick, apply_quick, first_line
+from bench.harness.scenario import Scenario, add_quick, apply_quick, first_line
 from bench.harness.server import add_server_args, new_secret, server_config, uvicorn_server
-from keel.documents.repository import vector_literal
-from keel.seed.repository import connect
+from bench.scenarios.tenant_hnsw_recall.data import (
+    K,
+    exact_sql,
+    load_documents,
+    make_vectors,
+    numpy_truth,
+    recall,
+)
+from bench.scenarios.tenant_hnsw_recall.render import headline, render, table
 
 NAME = "tenant_hnsw_recall"
 APP = "keel.app:create_app"
 SEARCH = API + "/orgs/{org_id}/documents/search"
 TARGET = 0.95
-K = 10
 QUICK = {"documents": 5_000, "queries": 20, "clusters": 20, "share": 0.02}
 # The search kinds: (tenant, exact); tenant 0 holds --share of the documents, 1 the rest.
 # (tenant, exact, database setting or None); tenant 0 holds --share, tenant 1 the rest.
@@ -67,13 +69,6 @@ KINDS: dict[str, tuple[int, bool, str | None]] = {
     "big_tenant": (1, False, None),
     "small_hnsw": (0, False, "enable_sort = off"),
 }
-_VECTOR_SCHEMA = (
-    "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
-)
-_HNSW_DEFS = (
-    "SELECT indexname || '|' || indexdef FROM pg_indexes "
-    "WHERE schemaname = 'app' AND tablename = 'documents' AND indexdef LIKE '%USING hnsw%'"
-)
 _DIMENSION = (
     "SELECT atttypmod FROM pg_attribute"
     " WHERE attrelid = 'app.documents'::regclass AND attname = 'embedding';"
@@ -95,84 +90,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent", type=int, default=24, help="intrinsic dimension")
     parser.add_argument("--seed", type=int, default=1)
     add_quick(parser, QUICK)
-
-
-def make_vectors(args: argparse.Namespace, dimension: int) -> np.ndarray:
-    """--documents + --queries unit vectors (float32), clustered in a low dimension."""
-    rng = np.random.default_rng(args.seed)
-    count = args.documents + args.queries
-    centres = rng.standard_normal((args.clusters, args.latent))
-    latent = centres[rng.integers(args.clusters, size=count)]
-    latent += 0.5 * rng.standard_normal((count, args.latent))
-    lift = rng.standard_normal((args.latent, dimension)) / np.sqrt(args.latent)
-    vectors = latent @ lift + 0.1 * rng.standard_normal((count, dimension))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit: np.ndarray = vectors.astype(np.float32)
-    return unit
-
-
-async def _copy(url: str, rows: list[tuple[Any, ...]]) -> None:
-    conn = await connect(url)
-    try:
-        await register_vector(conn, schema=await conn.fetchval(_VECTOR_SCHEMA))
-        columns = ["id", "tenant_id", "owner_id", "content", "embedding"]
-        for start in range(0, len(rows), 10_000):
-            batch = rows[start : start + 10_000]
-            await conn.copy_records_to_table(
-                "documents", schema_name="app", columns=columns, records=batch
-            )
-    finally:
-        await conn.close()
-
-
-class Loaded(NamedTuple):
-    ids: list[str]  # per row of the documents' vectors
-    tenants: list[str]  # the tenant (and owner) of each row
-    load_seconds: float  # the COPY
-    build_seconds: float  # rebuilding the HNSW index(es)
-
-
-def load_documents(pg: Any, vectors: np.ndarray, tenants: Sequence[str], share: float) -> Loaded:
-    """COPY the documents without HNSW indexes, each in the first tenant with probability
-    `share`, else in the second; then rebuild the indexes by the migration's definitions."""
-    defs = [line.split("|", 1) for line in psql(pg, _HNSW_DEFS).splitlines()]
-    if not defs:
-        raise BenchError("the migration made no HNSW index on app.documents")
-    psql(pg, "".join(f"DROP INDEX app.{name};" for name, _ in defs))
-    rng = np.random.default_rng(len(vectors))
-    owners = [tenants[0] if r < share else tenants[1] for r in rng.random(len(vectors))]
-    ids = [uuid4() for _ in owners]
-    rows = [
-        (doc_id, UUID(o), UUID(o), f"document {i}", v)
-        for i, (doc_id, o, v) in enumerate(zip(ids, owners, vectors, strict=True))
-    ]
-    t0 = time.perf_counter()
-    asyncio.run(_copy(pg.url, rows))
-    load_s = time.perf_counter() - t0
-    psql(pg, "SET maintenance_work_mem = '1GB';" + "".join(f"{d};" for _, d in defs))
-    build_s = time.perf_counter() - t0 - load_s
-    psql(pg, "VACUUM (ANALYZE) app.documents; CHECKPOINT;")
-    return Loaded([str(i) for i in ids], owners, load_s, build_s)
-
-
-def exact_sql(pg: Any, tenant: str, query: np.ndarray) -> list[str]:
-    """The tenant's K nearest (cosine) by a sequential scan: index and bitmap scans off."""
-    # A checked UUID and numbers: nothing from outside.
-    where = f"WHERE tenant_id = '{UUID(tenant)}'"
-    order = f"ORDER BY embedding <=> '{vector_literal(query.tolist())}'::vector, id LIMIT {K}"
-    sql = "SET enable_indexscan = off; SET enable_bitmapscan = off; "
-    sql += f"SELECT id FROM app.documents {where} {order};"  # noqa: S608
-    return psql(pg, sql).splitlines()
-
-
-def numpy_truth(docs: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Row numbers of each query's K nearest (cosine) among `rows`."""
-    return rows[np.argsort(-(queries @ docs[rows].T), axis=1)[:, :K]]
-
-
-def recall(found: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> float:
-    hits = [len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]
-    return float(np.mean(hits))
 
 
 class Searched(NamedTuple):
@@ -321,95 +238,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pass": figures["pass"],
         "others_seen": others,
     }
-
-
-HEADER = ["figure", "value", "target"]
-
-
-def _how(reply: Mapping[str, Any]) -> str:
-    return (
-        f"{reply.get('index')}, ef_search {reply.get('ef_search')}, "
-        f"iterative {reply.get('iterative_scan')}"
-    )
-
-
-def _rows(data: Mapping[str, Any]) -> list[list[str]]:
-    f, seeded, searches = data["figures"], data["seeded"], data["searches"]
-    lat, sql = f["latency_ms"], f["sql_mean_ms"]
-    small, big = seeded["tenant_documents"]
-    share = small / (small + big)
-
-    def ms(kind: str) -> str:
-        mean = f", SQL {sql[kind]:.2f}" if sql.get(kind) is not None else ""
-        return f"{lat[kind]['p50']:.2f} / {lat[kind]['p95']:.2f}{mean}"
-
-    return [
-        [
-            f"recall@{K}, one tenant holding {small:,} of {small + big:,} documents "
-            f"({share:.1%}), through the API ({_how(searches['small_tenant']['reply'])})",
-            f"**{f['recall']:.3f}**",
-            f"≥ {f['target']}: {res.verdict(f['pass'])}",
-        ],
-        [
-            f"latency ms p50 / p95 (HTTP), the {share:.0%} tenant ÷ the {1 - share:.0%} "
-            "tenant (≈ unfiltered)",
-            f"{ms('small_tenant')} ÷ {ms('big_tenant')} = **{f['small_vs_big_p50']:.2f}×**",
-            "report",
-        ],
-        [
-            f"recall@{K} of the {share:.0%} tenant when the plan walks the HNSW graph "
-            "(`enable_sort = off` for the server's connections); ms p50 / p95",
-            f"**{f['recall_hnsw_walk']:.3f}**; {ms('small_hnsw')}",
-            "report",
-        ],
-        [
-            f"recall@{K} of the {1 - share:.0%} tenant; the {share:.0%} tenant's exact search "
-            "(ms p50 / p95)",
-            f"{f['recall_big_tenant']:.3f}; {ms('small_exact')}",
-            "reference",
-        ],
-    ]
-
-
-def _scans(scans: Mapping[str, int] | None) -> str:
-    if scans is None:
-        return "not recorded"
-    return ", ".join(f"`{name}` {count}" for name, count in scans.items()) or "none"
-
-
-def render(data: Mapping[str, Any]) -> str:
-    s, f, seeded = data["settings"], data["figures"], data["seeded"]
-    lines = [
-        f"### Filtered HNSW recall for one tenant ({data['timestamp']}, {data['commit'][:12]})",
-        "",
-        res.markdown_table(HEADER, _rows(data)),
-        "",
-        f"{s['documents']:,} documents, dimension {s['dimension']}, {s['clusters']} clusters "
-        f"in {s['latent']} latent dimensions, {s['queries']} held-out queries. COPY "
-        f"{seeded['load_seconds']:.1f} s, HNSW rebuild {seeded['hnsw_build_seconds']:.1f} s. "
-        f"The exact SQL ground truth agrees with numpy at {f['exact_sql_vs_numpy']:.3f}; "
-        f"`exact: true` through the API at {f['recall_exact_via_api']:.3f}. SQL = the search "
-        f"statement's mean time in pg_stat_statements. {res.server_line(data)}.",
-        "",
-        "Index scans per kind of search (pg_stat_user_indexes, which plan ran): "
-        + "; ".join(
-            f"{kind}: {_scans(v.get('index_scans'))}" for kind, v in data["searches"].items()
-        )
-        + ".",
-    ]
-    return "\n".join(lines).rstrip()
-
-
-def table(results: Results) -> str:
-    stem, data = next(iter(results.items()))
-    note = f"From {res.source_line(data, stem)} ({res.server_line(data)})."
-    return f"{res.markdown_table(HEADER, _rows(data))}\n\n{note}"
-
-
-def headline(results: Results) -> list[list[str]]:
-    f = next(iter(results.values()))["figures"]
-    label = "filtered vector search recall@10 via the API, one tenant holding 1% of documents"
-    return [[label, f"{f['recall']:.3f}", f"≥ {f['target']} ({res.verdict(f['pass'])})"]]
 
 
 SCENARIO = Scenario(
