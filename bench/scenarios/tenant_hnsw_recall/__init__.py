@@ -58,17 +58,33 @@ APP = "keel.app:create_app"
 SEARCH = API + "/orgs/{org_id}/documents/search"
 TARGET = 0.95
 QUICK = {"documents": 5_000, "queries": 20, "clusters": 20, "share": 0.02}
-# The search kinds: (tenant, exact); tenant 0 holds --share of the documents, 1 the rest.
-# (tenant, exact, database setting or None); tenant 0 holds --share, tenant 1 the rest.
+
+
+class Kind(NamedTuple):
+    """A kind of search: whose (0: the tenant holding --share, 1: the rest), what the
+    request body adds, and a database setting for the server's connections (or None)."""
+
+    tenant: int
+    body: Mapping[str, Any]
+    setting: str | None = None
+
+
 # `small_hnsw`: the small tenant's search again, on a server whose connections have
-# enable_sort off, so the planner walks the HNSW graph instead of sorting the tenant's rows
-# read by its btree (what it prefers for a small tenant): filtered HNSW's own recall.
-KINDS: dict[str, tuple[int, bool, str | None]] = {
-    "small_tenant": (0, False, None),
-    "small_exact": (0, True, None),
-    "big_tenant": (1, False, None),
-    "small_hnsw": (0, False, "enable_sort = off"),
+# enable_sort off, so the planner walks the HNSW graph rather than sorting the tenant's rows
+# read by its btree (its choice for a small enough tenant): filtered HNSW's own recall.
+KINDS = {
+    "small_tenant": Kind(0, {}),
+    "small_exact": Kind(0, {"exact": True}),
+    "big_tenant": Kind(1, {}),
+    "small_hnsw": Kind(0, {}, "enable_sort = off"),
 }
+
+
+def kinds_for(args: argparse.Namespace) -> dict[str, Kind]:
+    """KINDS, and the small tenant's search at each --ef-search (the request's own)."""
+    return KINDS | {f"small_ef{ef}": Kind(0, {"ef_search": ef}) for ef in args.ef_search}
+
+
 _DIMENSION = (
     "SELECT atttypmod FROM pg_attribute"
     " WHERE attrelid = 'app.documents'::regclass AND attname = 'embedding';"
@@ -89,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clusters", type=int, default=200)
     parser.add_argument("--latent", type=int, default=24, help="intrinsic dimension")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--ef-search",
+        type=lambda text: [int(v) for v in text.split(",") if v.strip()],
+        default=[200, 400],
+        help="the small tenant's search again with these ef_search (comma-separated)",
+    )
     add_quick(parser, QUICK)
 
 
@@ -105,7 +127,7 @@ def api_searches(
     client: httpx.Client,
     org_id: str,
     queries: np.ndarray,
-    exact: bool,
+    extra: Mapping[str, Any],
     count_scans: bool = False,
 ) -> Searched:
     path = SEARCH.format(org_id=org_id)
@@ -117,7 +139,7 @@ def api_searches(
         psql(pg, "SELECT pg_stat_reset();")
     pgss_reset(pg)
     for vector in queries:
-        body = {"vector": vector.tolist(), "limit": K, "exact": exact}
+        body = {"vector": vector.tolist(), "limit": K, **extra}
         t0 = time.perf_counter()
         answer = expect(client.post(path, json=body), 200, f"POST {path}")
         ms.append((time.perf_counter() - t0) * 1000)
@@ -147,7 +169,7 @@ def _search_all(
     tmp: Path,
     users: Sequence[Sequence[str]],
     queries: np.ndarray,
-    kinds: Mapping[str, tuple[int, bool]],
+    kinds: Mapping[str, Kind],
     setting: str | None,
 ) -> dict[str, Searched]:
     """Each kind of search through a fresh server, its database `setting` applied to
@@ -164,11 +186,11 @@ def _search_all(
         ):
             for tenant, (who, username) in enumerate(users[:2]):
                 client.headers.update(bearer(login(client, username, SEEDED_PASSWORD)))
-                for kind, (of, exact) in kinds.items():
-                    if of == tenant:
-                        say(f"{kind}: {len(queries)} searches through the API ...")
-                        api_searches(pg, client, who, queries[:10], exact)  # warm-up
-                        searched[kind] = api_searches(pg, client, who, queries, exact, True)
+                for name, kind in kinds.items():
+                    if kind.tenant == tenant:
+                        say(f"{name}: {len(queries)} searches through the API ...")
+                        api_searches(pg, client, who, queries[:10], kind.body)  # warm-up
+                        searched[name] = api_searches(pg, client, who, queries, kind.body, True)
     finally:
         if setting:
             psql(pg, f"ALTER DATABASE {database} RESET {setting.split()[0]};")
@@ -203,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env["KEEL_AUTO_MIGRATE"] = "false"
         searched: dict[str, Searched] = {}
         for setting in (None, "enable_sort = off"):
-            kinds = {k: v[:2] for k, v in KINDS.items() if v[2] == setting}
+            kinds = {k: v for k, v in kinds_for(args).items() if v.setting == setting}
             searched |= _search_all(pg, env, Path(tmp), users, queries, kinds, setting)
     ids = loaded.ids
     numpy_small = [[ids[r] for r in found] for found in numpy_truth(docs, queries, rows[0])]
@@ -213,6 +235,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "recall_big_tenant": recall(searched["big_tenant"].found, numpy_big),
         "recall_exact_via_api": recall(searched["small_exact"].found, truth),
         "recall_hnsw_walk": recall(searched["small_hnsw"].found, truth),
+        "recall_by_ef_search": {
+            ef: recall(searched[f"small_ef{ef}"].found, truth) for ef in args.ef_search
+        },
         "exact_sql_vs_numpy": recall(numpy_small, truth),
         "latency_ms": {k: percentiles(v.ms) for k, v in searched.items()},
         "sql_mean_ms": {k: search_ms(v.sql) for k, v in searched.items()},

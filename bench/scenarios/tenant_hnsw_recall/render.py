@@ -48,6 +48,7 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
             f"**{f['recall_hnsw_walk']:.3f}**; {ms('small_hnsw')}",
             "report",
         ],
+        *_ef_rows(data, share),
         [
             f"recall@{K} of the {1 - share:.0%} tenant; the {share:.0%} tenant's exact search "
             "(ms p50 / p95)",
@@ -55,6 +56,21 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
             "reference",
         ],
     ]
+
+
+def _ef_rows(data: Mapping[str, Any], share: float) -> list[list[str]]:
+    """Recall and latency at the other ef_search values asked for (request's `ef_search`)."""
+    f = data["figures"]
+    by_ef = f.get("recall_by_ef_search") or {}
+    if not by_ef:
+        return []
+    lat = f["latency_ms"]
+    cells = [
+        f"{ef}: **{value:.3f}**, {lat[f'small_ef{ef}']['p50']:.2f} ms p50"
+        for ef, value in by_ef.items()
+    ]
+    label = f"recall@{K} of the {share:.0%} tenant with `ef_search` in the request"
+    return [[label, "; ".join(cells), "report"]]
 
 
 def _scans(scans: Mapping[str, int] | None) -> str:
