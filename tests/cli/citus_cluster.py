@@ -22,8 +22,8 @@ SKIP_REASON = (
     "Citus is not installed: build it against this PostgreSQL (see README, Tenancy and "
     "scale-out) to run these tests"
 )
-EXTENSIONS = ("citus", "vector", "pg_trgm", "citext", "btree_gin", "pg_stat_statements")
-EXTENSIONS += ("pgstattuple",)
+EXTENSIONS: tuple[str, ...] = ("citus", "vector", "pg_trgm", "citext", "btree_gin")
+EXTENSIONS += ("pg_stat_statements", "pgstattuple")
 _CONF = """
 listen_addresses = '127.0.0.1'
 port = {port}

@@ -59,8 +59,19 @@ async def test_each_named_query_returns_its_plan(
 async def test_plans_name_the_indexes_they_use(
     db_session: AsyncSession, client: AsyncClient, admin: dict[str, str]
 ) -> None:
-    # A handful of rows would be read sequentially; make the planner show its index paths.
-    await db_session.execute(text("SET enable_seqscan = off"))
+    # A handful of rows would be read sequentially, and a tenant's few rows by its btree:
+    # give the admin's organization enough posts for the list and search indexes to pay.
+    me = (await client.get("/api/v1/users/me", headers=admin)).json()["id"]
+    await db_session.execute(
+        text(
+            "INSERT INTO app.posts (tenant_id, id, title, content, is_published, author_id)"
+            " SELECT :me, gen_random_uuid(), 'post ' || n, 'filler words', true, :me"
+            " FROM generate_series(1, 5000) n"
+        ),
+        {"me": me},
+    )
+    await db_session.commit()
+    await db_session.execute(text("ANALYZE app.posts"))
     listing = (await _explain(client, admin, "post_list"))["summary"]
     assert listing["uses_index"] is True
     assert "ix_posts_tenant_id_created_at_id" in listing["indexes"]

@@ -6,10 +6,12 @@ These run a separate app on a scratch database, so posts really commit and the w
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -18,6 +20,8 @@ from httpx import AsyncClient
 
 from keel.search.embeddings import worker_for
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
+from tests.posts.factory import posts_url
+from tests.search.factory import search_path
 from tests.users.factory import bearer, make_user, sign_in
 
 CAT_POST = "The feline dozed on the sunny windowsill all afternoon"
@@ -26,27 +30,35 @@ BUDGET_POST = "Quarterly spreadsheet totals for the finance department"
 
 @dataclass
 class Scratch:
+    """The writer's personal organization (`org`, the writer's id) on a scratch database."""
+
     http: AsyncClient
     app: FastAPI
     url: str
+    org: UUID
     headers: dict[str, str]
     admin: dict[str, str]
 
     async def post(self, title: str, content: str = "", **fields: Any) -> str:
         response = await self.http.post(
-            "/api/v1/posts",
+            posts_url(self.org),
             json={"title": title, "content": content, "is_published": True, **fields},
             headers=self.headers,
         )
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
-    async def search(self, q: str, mode: str, **params: Any) -> list[str]:
+    async def titles(
+        self, q: str, mode: str, headers: dict[str, str], org: UUID | None = None
+    ) -> list[str]:
         response = await self.http.get(
-            "/api/v1/search/posts", params={"q": q, "mode": mode, **params}, headers=self.headers
+            search_path(org or self.org), params={"q": q, "mode": mode}, headers=headers
         )
         assert response.status_code == 200, response.text
         return [hit["title"] for hit in response.json()["items"]]
+
+    async def search(self, q: str, mode: str) -> list[str]:
+        return await self.titles(q, mode, self.headers)
 
     async def run_worker(self) -> int:
         settings = self.app.state.settings
@@ -76,6 +88,7 @@ async def scratch(make_database: MakeDatabase, tmp_path: Path) -> AsyncIterator[
             http,
             app,
             url,
+            writer.id,
             bearer(await sign_in(http, writer.username)),
             bearer(await sign_in(http, boss.username)),
         )
@@ -103,46 +116,75 @@ async def test_hybrid_still_finds_posts_not_yet_embedded(scratch: Scratch) -> No
 async def test_semantic_search_respects_visibility(scratch: Scratch) -> None:
     await scratch.post("Private musings", CAT_POST, is_published=False)
     await scratch.run_worker()
-    outsider = scratch.admin  # an admin sees drafts ...
-    titles = [
-        hit["title"]
-        for hit in (
-            await scratch.http.get(
-                "/api/v1/search/posts", params={"q": "cat", "mode": "semantic"}, headers=outsider
-            )
-        ).json()["items"]
-    ]
-    assert "Private musings" in titles
-    async with scratch.app.state.db.sessionmaker() as session:  # ... a stranger does not
+    assert await scratch.search("cat", "semantic") == ["Private musings"]  # the author's
+    assert "Private musings" in await scratch.titles("cat", "semantic", scratch.admin)
+    async with scratch.app.state.db.sessionmaker() as session:  # a plain member: no drafts
         stranger = await make_user(scratch.app, session, username="stranger")
         await session.commit()
-    headers = bearer(await sign_in(scratch.http, stranger.username))
-    response = await scratch.http.get(
-        "/api/v1/search/posts", params={"q": "cat", "mode": "semantic"}, headers=headers
+    await scratch.sql(
+        "INSERT INTO app.memberships (tenant_id, user_id, role) VALUES ($1, $2, 'member')",
+        scratch.org,
+        stranger.id,
     )
-    assert [hit["title"] for hit in response.json()["items"]] == []
+    headers = bearer(await sign_in(scratch.http, stranger.username))
+    assert await scratch.titles("cat", "semantic", headers) == []
+    assert await scratch.titles("cat", "semantic", headers, org=stranger.id) == []
 
 
 async def test_writes_queue_embedding_jobs_and_the_worker_drains_them(scratch: Scratch) -> None:
     post_id = await scratch.post("First words", "original")
-    assert len(await scratch.sql("SELECT 1 FROM app.jobs WHERE status = 'queued'")) == 1
+    [job] = await scratch.sql("SELECT tenant_id, payload FROM app.jobs WHERE status = 'queued'")
+    assert job["tenant_id"] == scratch.org
+    assert json.loads(job["payload"]) == {"tenant_id": str(scratch.org), "post_ids": [post_id]}
     await scratch.run_worker()
     assert await scratch.sql("SELECT 1 FROM app.jobs") == []
-    [before] = await scratch.sql("SELECT embedding::text AS v FROM app.post_embeddings")
+    [before] = await scratch.sql("SELECT tenant_id, embedding::text AS v FROM app.post_embeddings")
+    assert before["tenant_id"] == scratch.org
 
     publish_only = await scratch.http.patch(
-        f"/api/v1/posts/{post_id}", json={"is_published": False}, headers=scratch.headers
+        f"{posts_url(scratch.org)}/{post_id}", json={"is_published": False}, headers=scratch.headers
     )
     assert publish_only.status_code == 200
     assert await scratch.sql("SELECT 1 FROM app.jobs") == []  # the text didn't change
 
     await scratch.http.patch(
-        f"/api/v1/posts/{post_id}", json={"content": "entirely new words"}, headers=scratch.headers
+        f"{posts_url(scratch.org)}/{post_id}",
+        json={"content": "entirely new words"},
+        headers=scratch.headers,
     )
     assert len(await scratch.sql("SELECT 1 FROM app.jobs")) == 1
     await scratch.run_worker()
     [after] = await scratch.sql("SELECT embedding::text AS v FROM app.post_embeddings")
     assert after["v"] != before["v"]
+
+
+async def test_jobs_queued_before_tenants_still_embed(scratch: Scratch) -> None:
+    """A payload without tenant_id (queued before migration 0014) finds its posts by id."""
+    post_id = await scratch.post("Old job", CAT_POST)
+    await scratch.sql("DELETE FROM app.jobs")
+    await scratch.sql(
+        "INSERT INTO app.jobs (id, kind, payload) VALUES (gen_random_uuid(), 'embed_posts', $1)",
+        json.dumps({"post_ids": [post_id]}),
+    )
+    assert await scratch.run_worker() == 1
+    [row] = await scratch.sql("SELECT tenant_id, post_id FROM app.post_embeddings")
+    assert (row["tenant_id"], str(row["post_id"])) == (scratch.org, post_id)
+
+
+async def test_a_job_never_embeds_another_organizations_post(scratch: Scratch) -> None:
+    post_id = await scratch.post("Someone else's", CAT_POST)
+    await scratch.sql("DELETE FROM app.jobs")
+    async with scratch.app.state.db.sessionmaker() as session:
+        other = await make_user(scratch.app, session, username="other")
+        await session.commit()
+    await scratch.sql(
+        "INSERT INTO app.jobs (id, kind, payload, tenant_id)"
+        " VALUES (gen_random_uuid(), 'embed_posts', $1, $2)",
+        json.dumps({"tenant_id": str(other.id), "post_ids": [post_id]}),
+        other.id,
+    )
+    assert await scratch.run_worker() == 1
+    assert await scratch.sql("SELECT 1 FROM app.post_embeddings") == []
 
 
 async def test_a_failing_job_retries_with_backoff_then_stays_visible(scratch: Scratch) -> None:

@@ -18,9 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.documents import repository as documents_repository
 from keel.posts import repository as posts_repository
+from keel.search import embeddings as search_embeddings
+from keel.search import repository as search_repository
 from tests.orgs.factory import create_org
 from tests.posts.factory import make_post
-from tests.tenancy import cases_documents, cases_posts  # noqa: F401 - registers their cases
+from tests.tenancy import (  # noqa: F401 - registers their cases
+    cases_documents,
+    cases_posts,
+    cases_search,
+)
 from tests.tenancy.walk import (
     CASES,
     Tenant,
@@ -31,7 +37,12 @@ from tests.tenancy.walk import (
 )
 from tests.users.factory import signed_in
 
-WALKED: tuple[ModuleType, ...] = (posts_repository, documents_repository)
+WALKED: tuple[ModuleType, ...] = (
+    posts_repository,
+    documents_repository,
+    search_repository,
+    search_embeddings,
+)
 
 # Functions that read or write across organizations, and why that is their job.
 CROSS_TENANT: dict[str, str] = {
@@ -41,6 +52,12 @@ CROSS_TENANT: dict[str, str] = {
     "keel.documents.repository.pending_tenants_all_tenants": (
         "the worker, for embed_documents jobs queued before migration 0014 (no tenant)"
     ),
+    "keel.search.embeddings.load_posts_all_tenants": (
+        "the worker, for embed_posts jobs queued before migration 0014 (no tenant)"
+    ),
+    "keel.search.embeddings.count_missing_all_tenants": "the backfill's progress bar",
+    "keel.search.embeddings.tenants_missing_all_tenants": "the backfill walks the tenants",
+    "keel.search.embeddings.queue_missing_all_tenants": "backfill --queue: jobs per tenant",
 }
 
 

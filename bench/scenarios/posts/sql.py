@@ -31,7 +31,7 @@ def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
     from keel.core.viewer import Role, Viewer
     from keel.orgs.permissions import OrgActor
     from keel.posts import repository as posts_repo
-    from keel.search import repository as search_repo
+    from keel.search import service as search_service
 
     literal = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -58,7 +58,7 @@ def child_sql(spec: Mapping[str, Any]) -> dict[str, Any]:
     actor = OrgActor(viewer.user_id, viewer, Role.OWNER)  # in their personal organization
     full, ranked = [], []
     for q in spec["queries"]:
-        stmt = search_repo.search_statement(actor, q, config=SEARCH_CONFIG, limit=20, offset=0)
+        stmt = search_service.search_statement(actor, q, config=SEARCH_CONFIG, limit=20, offset=0)
         full.append(sql(stmt))
         ranked.append(sql(inner_select(stmt)))
     after = CursorCodec(spec["secret"], purpose="posts").decode(spec["cursor"])

@@ -61,7 +61,8 @@ async def load(
         for start in range(0, len(corpus), COPY_BATCH):
             stop = min(len(corpus), start + COPY_BATCH)
             records = [
-                (ids[i], owner, texts[i], json.dumps({"bucket": i % BUCKETS}), corpus[i])
+                # all in the owner's personal organization (its id is the owner's)
+                (owner, ids[i], owner, texts[i], json.dumps({"bucket": i % BUCKETS}), corpus[i])
                 for i in range(start, stop)
             ]
             await copy_documents(conn, records)

@@ -34,13 +34,19 @@ class Shape:
     filtered: bool
     sql: str
     names: tuple[str, ...]
+    tenant_id: UUID  # the one organization holding the whole corpus
 
     def params(self, literal: str) -> list[Any]:
-        values = {"query": literal, "limit": K, "filter": json.dumps(FILTER)}
+        values = {
+            "query": literal,
+            "limit": K,
+            "filter": json.dumps(FILTER),
+            "tenant_id": self.tenant_id,
+        }
         return [values[n] for n in self.names]
 
 
-def app_shape(column: str, filtered: bool, dimension: int) -> Shape:
+def app_shape(column: str, filtered: bool, dimension: int, tenant_id: UUID) -> Shape:
     from keel.documents.models import FULL, HALF
     from keel.documents.repository import Nearest, nearest_params, nearest_sql
 
@@ -49,6 +55,7 @@ def app_shape(column: str, filtered: bool, dimension: int) -> Shape:
         metric="cosine",
         column=HALF if column == "halfvec" else FULL,
         limit=K,
+        tenant_id=tenant_id,
         metadata_filter=dict(FILTER) if filtered else None,
     )
     sql, names = nearest_sql(query, dimension), list(nearest_params(query))
@@ -57,7 +64,7 @@ def app_shape(column: str, filtered: bool, dimension: int) -> Shape:
         return f"${names.index(match[1]) + 1}"
 
     pattern = r"(?<!:):(" + "|".join(map(re.escape, names)) + r")\b"
-    return Shape(column, filtered, re.sub(pattern, sub, sql), tuple(names))
+    return Shape(column, filtered, re.sub(pattern, sub, sql), tuple(names), tenant_id)
 
 
 def hnsw_gucs(ef: int, iterative: str, max_scan_tuples: int, force: bool) -> dict[str, str]:
@@ -198,16 +205,17 @@ async def measure(
     truth = ground_truth(corpus, queries, None)
     in_bucket = np.flatnonzero(np.arange(len(corpus)) % BUCKETS == FILTER["bucket"])
     truth_filtered = ground_truth(corpus, queries, in_bucket)
-    shapes = {
-        (col, filt): app_shape(col, bool(filt), dim)
-        for col in ("vector", "halfvec")
-        for filt in (0, 1)
-    }
-    out: dict[str, Any] = {
-        "sql": {f"{c}{' filtered' if f else ''}": s.sql for (c, f), s in shapes.items()}
-    }
     conn = await asyncpg.connect(dsn)
     try:
+        tenant = await conn.fetchval("SELECT DISTINCT tenant_id FROM app.documents")
+        shapes = {
+            (col, filt): app_shape(col, bool(filt), dim, tenant)
+            for col in ("vector", "halfvec")
+            for filt in (0, 1)
+        }
+        out: dict[str, Any] = {
+            "sql": {f"{c}{' filtered' if f else ''}": s.sql for (c, f), s in shapes.items()}
+        }
         # Ground truth check: numpy against the exact SQL the app runs with exact=true.
         checks: dict[str, list[float]] = {"unfiltered": [], "filtered": []}
         for i in range(min(args.verify, len(literals))):

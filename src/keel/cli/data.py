@@ -185,8 +185,15 @@ def worker_command(
 @embeddings_app.command("backfill")
 def embeddings_backfill(
     batch: Annotated[int, typer.Option(min=1, max=1024, help="Posts per model batch.")] = 64,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            help="Queue embed_posts jobs (per organization) for the workers instead of "
+            "embedding here."
+        ),
+    ] = False,
 ) -> None:
-    """Embed every post that has no embedding yet, with a progress bar."""
+    """Embed every post that has no embedding yet, organization by organization."""
     from keel.search import backfill
 
     settings = load_settings()
@@ -194,5 +201,9 @@ def embeddings_backfill(
     with database_url(settings) as url:
         if settings.auto_migrate:
             runner.upgrade(url)
+        if queue:
+            jobs = asyncio.run(backfill.queue(settings, url))
+            typer.echo(f"queued {jobs} embed_posts jobs")
+            return
         done = backfill.run_with_progress(settings, url, batch=batch)
     typer.echo(f"embedded {done} posts")

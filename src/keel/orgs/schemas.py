@@ -6,14 +6,26 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from keel.core.viewer import Role
 from keel.orgs.models import NAME_MAX
 
 # Personal organizations' slugs are `~username`: no chosen slug can look like one.
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$"
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+
+
+def _stripped(name: str) -> str:
+    """Stored without surrounding whitespace; nothing but whitespace is no name."""
+    if not name.strip():
+        raise ValueError("The name must not be blank.")
+    return name.strip()
+
+
+# The length caps the name as sent (so the documented maxLength holds), then it is stripped.
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=NAME_MAX), AfterValidator(_stripped)
+]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=50)]
 TOKEN_MAX = 128
 

@@ -1,4 +1,5 @@
-"""`keel embeddings backfill`: embed every post that has no vector yet."""
+"""`keel embeddings backfill`: embed every post that has no vector yet, organization by
+organization, here (with a progress bar) or by queueing jobs for the workers (`--queue`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from keel.config import Settings
 from keel.core.db import create_database
 from keel.search.embeddings import (
-    count_missing,
+    EMBED_BATCH,
+    count_missing_all_tenants,
     embedder_for,
     load_posts,
     missing_post_ids,
+    queue_missing_all_tenants,
     store_embeddings,
+    tenants_missing_all_tenants,
 )
 
 
@@ -33,19 +37,32 @@ async def backfill(
     done = 0
     try:
         async with database.sessionmaker() as session:
-            started(await count_missing(session))
-        while True:
-            async with database.sessionmaker() as session:
-                ids = await missing_post_ids(session, batch)
-                if not ids:
-                    return done
-                posts = await load_posts(session, ids)
-            # The model runs with no transaction open: a batch can take seconds of CPU.
-            vectors = await embedder.embed([post.text for post in posts])
-            async with database.sessionmaker() as session, session.begin():
-                embedded = await store_embeddings(session, embedder, posts, vectors)
-            done += embedded
-            advance(embedded)
+            started(await count_missing_all_tenants(session))
+            tenants = await tenants_missing_all_tenants(session)
+        for tenant_id in tenants:
+            while True:
+                async with database.sessionmaker() as session:
+                    ids = await missing_post_ids(session, tenant_id, batch)
+                    if not ids:
+                        break
+                    posts = await load_posts(session, tenant_id, ids)
+                # The model runs with no transaction open: a batch can take seconds of CPU.
+                vectors = await embedder.embed([post.text for post in posts])
+                async with database.sessionmaker() as session, session.begin():
+                    embedded = await store_embeddings(session, embedder, tenant_id, posts, vectors)
+                done += embedded
+                advance(embedded)
+        return done
+    finally:
+        await database.dispose()
+
+
+async def queue(settings: Settings, url: str, *, batch: int = EMBED_BATCH) -> int:
+    """Queue `embed_posts` jobs (per organization) for the posts without a vector."""
+    database = create_database(settings, url)
+    try:
+        async with database.sessionmaker() as session, session.begin():
+            return await queue_missing_all_tenants(session, batch)
     finally:
         await database.dispose()
 

@@ -1,4 +1,7 @@
-"""Search: `/api/v1/search`. Web-style queries ("quotes", or, -exclusion), ranked."""
+"""Search: `/api/v1/orgs/{org_id}/search`, over the active organization's posts.
+
+Web-style queries ("quotes", or, -exclusion), ranked; semantic and hybrid modes too.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,18 @@ from typing import Annotated, Any
 from fastapi import Query, Request
 
 from keel.core.db import TransactionDep
-from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep, ViewerDep
-from keel.core.routing import KeelRouter
+from keel.core.deps import SIGNED_IN_ERRORS, ServicesDep
+from keel.core.routing import KeelRouter, Responses
+from keel.orgs.deps import ORG_ERRORS, ActiveOrg
 from keel.posts.schemas import PostPublic, PostSearchHit, PostSearchPage
 from keel.search import service
 
-router = KeelRouter(prefix="/search", tags=["search"])
+router = KeelRouter(prefix="/orgs/{org_id}/search", tags=["search"])
 
 MAX_QUERY = 1000
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000
-AUTH = SIGNED_IN_ERRORS
+AUTH: Responses = {**SIGNED_IN_ERRORS, **ORG_ERRORS}
 MAX_WEIGHT = 10.0
 
 
@@ -32,12 +36,12 @@ class Mode(StrEnum):
     "/posts",
     response_model=PostSearchPage,
     responses=AUTH,
-    summary="Keyword, semantic or hybrid search over the posts you can see",
+    summary="Keyword, semantic or hybrid search over the organization's posts you can see",
 )
 async def search_posts(
     request: Request,
     session: TransactionDep,
-    user: ViewerDep,
+    actor: ActiveOrg,
     services: ServicesDep,
     q: Annotated[
         str,
@@ -70,7 +74,7 @@ async def search_posts(
         session,
         services.embedder,
         services.settings,
-        user,
+        actor,
         query,
         weights=weights,
         limit=limit,

@@ -1,24 +1,46 @@
-"""Semantic and hybrid search: embed the query, rank both ways, fuse, load the page."""
+"""Search over an organization's posts: keyword, or keyword and semantic rankings fused.
+
+Every search first requires `Permission.SEARCH` (every role holds it), then runs inside
+the active organization: its published posts, the caller's own drafts, and every draft
+for those who may edit any post (admins, owners, platform admins).
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.config import Settings
-from keel.core.viewer import Viewer
 from keel.embeddings.base import Embedder
+from keel.orgs.permissions import OrgActor, Permission
+from keel.posts.models import Post
+from keel.posts.queries import sees_drafts
 from keel.search import repository
+from keel.search.repository import Reader as Reader  # re-exported
 
-search_statement = repository.search_statement  # for EXPLAIN of the app's own queries
+
+def reader_for(actor: OrgActor) -> Reader:
+    """The caller as search sees them, by the posts' own rule for drafts."""
+    return Reader(actor.user_id, sees_drafts=sees_drafts(actor))
+
+
+def search_statement(
+    actor: OrgActor, query: str, *, config: str, limit: int, offset: int
+) -> Select[Post, float, str, str]:
+    """The keyword search statement in `actor`'s organization (for EXPLAIN of the app's own
+    queries)."""
+    return repository.search_statement(
+        actor.organization_id, reader_for(actor), query, config=config, limit=limit, offset=offset
+    )
 
 
 async def search_posts(
     session: AsyncSession,
     embedder: Embedder,
     settings: Settings,
-    viewer: Viewer,
+    actor: OrgActor,
     query: str,
     *,
     weights: tuple[float, float] | None,
@@ -26,14 +48,30 @@ async def search_posts(
     offset: int,
 ) -> list[repository.PostHit]:
     """Keyword search (`weights` None), or fused keyword and semantic rankings."""
+    actor.require(Permission.SEARCH)
     if not query:
         return []
+    tenant_id, reader = actor.organization_id, reader_for(actor)
     if weights is None:
         return await repository.search_posts(
-            session, viewer, query, config=settings.search_config, limit=limit, offset=offset
+            session,
+            tenant_id,
+            reader,
+            query,
+            config=settings.search_config,
+            limit=limit,
+            offset=offset,
         )
     return await fused_search(
-        session, embedder, settings, viewer, query, weights=weights, limit=limit, offset=offset
+        session,
+        embedder,
+        settings,
+        tenant_id,
+        reader,
+        query,
+        weights=weights,
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -41,7 +79,8 @@ async def fused_search(
     session: AsyncSession,
     embedder: Embedder,
     settings: Settings,
-    viewer: Viewer,
+    tenant_id: UUID,
+    reader: Reader,
     query: str,
     *,
     weights: tuple[float, float],
@@ -55,9 +94,10 @@ async def fused_search(
     """
     keyword_weight, semantic_weight = weights
     candidates = settings.hybrid_candidates
+    config = settings.search_config
     keyword = (
         await repository.keyword_ranking(
-            session, viewer, query, config=settings.search_config, limit=candidates
+            session, tenant_id, reader, query, config=config, limit=candidates
         )
         if keyword_weight
         else []
@@ -66,7 +106,13 @@ async def fused_search(
     if semantic_weight:
         [vector] = await embedder.embed([query])
         semantic = await repository.semantic_ranking(
-            session, viewer, vector, limit=candidates, ef_search=candidates
+            session,
+            tenant_id,
+            reader,
+            vector,
+            limit=candidates,
+            ef_search=candidates,
+            max_scan_tuples=settings.hnsw_max_scan_tuples,
         )
     fused = repository.fuse(
         keyword,
@@ -76,4 +122,4 @@ async def fused_search(
         semantic_weight=semantic_weight,
     )
     page = fused[offset : offset + limit]
-    return await repository.hits_for(session, page, query, config=settings.search_config)
+    return await repository.hits_for(session, tenant_id, reader, page, query, config=config)
