@@ -64,13 +64,22 @@ def _ef_rows(data: Mapping[str, Any], share: float) -> list[list[str]]:
     by_ef = f.get("recall_by_ef_search") or {}
     if not by_ef:
         return []
-    lat = f["latency_ms"]
+    lat, searches = f["latency_ms"], data["searches"]
     cells = [
-        f"{ef}: **{value:.3f}**, {lat[f'small_ef{ef}']['p50']:.2f} ms p50"
+        f"{ef}: **{value:.3f}**, {lat[f'small_ef{ef}']['p50']:.2f} ms p50 "
+        f"({_plan(searches[f'small_ef{ef}'].get('index_scans'))})"
         for ef, value in by_ef.items()
     ]
-    label = f"recall@{K} of the {share:.0%} tenant with `ef_search` in the request"
+    label = f"recall@{K} of the {share:.0%} tenant with `ef_search` in the request (plan)"
     return [[label, "; ".join(cells), "report"]]
+
+
+def _plan(scans: Mapping[str, int] | None) -> str:
+    """What the plan read: the HNSW graph or the tenant's btree (the most scanned index)."""
+    if not scans:
+        return "?"
+    index = max(scans, key=lambda name: scans[name])
+    return "HNSW walk" if "hnsw" in index else f"`{index}` + sort: exact"
 
 
 def _scans(scans: Mapping[str, int] | None) -> str:
