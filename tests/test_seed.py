@@ -16,13 +16,11 @@ import pytest
 from keel.config import Settings
 from keel.core.db import create_database
 from keel.core.passwords import PasswordHasher
-from keel.posts.schemas import PostCreate
-from keel.posts.service import create_post
 from keel.seed import SEEDED_PASSWORD, SeedError, is_seeded_id, seed
 from keel.users.schemas import AdminUserCreate
 from keel.users.service import create_user
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
-from tests.users.factory import as_viewer
+from tests.posts.factory import make_post
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 SEEDED_USERS = "SELECT username, email FROM app.users WHERE metadata @> '{\"seeded\": true}'"
@@ -55,7 +53,8 @@ async def _counts(url: str) -> tuple[int, int]:
 
 
 async def _make_real_user(settings: Settings, name: str, **fields: Any) -> None:
-    """A user and one post of theirs, through the services, as the app would make them."""
+    """A user and one post of theirs (in their personal organization), through the
+    services, as the app would make them."""
     database = create_database(settings, str(settings.database_url))
     try:
         async with database.sessionmaker() as session:
@@ -65,9 +64,7 @@ async def _make_real_user(settings: Settings, name: str, **fields: Any) -> None:
             user = await create_user(session, PasswordHasher.from_settings(settings), data)
             for field, value in fields.items():
                 setattr(user, field, value)
-            await create_post(
-                session, as_viewer(user), PostCreate(title=f"by {name}", content="Real words.")
-            )
+            await make_post(session, user, f"by {name}", "Real words.")
             await session.commit()
     finally:
         await database.dispose()
@@ -92,12 +89,13 @@ async def test_seed_makes_the_rows_asked_for(
         assert is_seeded_id(user["id"])
     posts = await _fetch(
         url,
-        "SELECT p.id, p.author_id, length(p.search) AS terms, p.content, p.is_published,"
-        " p.created_at >= u.created_at AS after_author"
+        "SELECT p.id, p.author_id, p.tenant_id, length(p.search) AS terms, p.content,"
+        " p.is_published, p.created_at >= u.created_at AS after_author"
         " FROM app.posts p JOIN app.users u ON u.id = p.author_id",
     )
     user_ids = {user["id"] for user in users}
     for post in posts:
+        assert post["tenant_id"] == post["author_id"]  # the author's personal organization
         assert post["terms"] > 0  # PostgreSQL filled the generated tsvector
         assert post["author_id"] in user_ids
         assert post["after_author"]
@@ -206,6 +204,51 @@ async def test_posts_without_any_users_is_an_error(
     assert await _counts(url) == (0, 0)
 
 
+async def test_tenants_get_the_same_number_of_posts_each(
+    make_database: MakeDatabase, passwords: PasswordHasher
+) -> None:
+    url = await make_database(migrated=True)
+    report = await seed(url, passwords=passwords, tenants=4, posts_per_tenant=2_600, seed=2)
+    assert (report.users, report.posts, report.tenants) == (4, 10_400, 4)
+    assert "tenants: 4 personal organizations with 2,600 posts each" in report.summary()
+    rows = await _fetch(
+        url,
+        "SELECT p.tenant_id, count(*) AS posts, count(DISTINCT p.author_id) AS authors,"
+        " bool_and(p.author_id = p.tenant_id) AS by_owner, bool_and(o.personal) AS personal,"
+        " bool_and(m.role = 'owner') AS owned, bool_and(p.created_at >= u.created_at) AS after"
+        " FROM app.posts p JOIN app.organizations o ON o.id = p.tenant_id"
+        " JOIN app.memberships m ON (m.tenant_id, m.user_id) = (p.tenant_id, p.author_id)"
+        " JOIN app.users u ON u.id = p.author_id GROUP BY p.tenant_id",
+    )
+    assert len(rows) == 4
+    for row in rows:
+        assert (row["posts"], row["authors"]) == (2_600, 1)
+        assert (row["by_owner"], row["personal"], row["owned"], row["after"]) == (True,) * 4
+
+    # A reset deletes the tenants' owners, and with them their organizations and posts.
+    await seed(url, passwords=passwords, reset=True)
+    assert await _counts(url) == (0, 0)
+    [row] = await _fetch(url, "SELECT count(*) FROM app.organizations")
+    assert row[0] == 0
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"tenants": 2, "posts_per_tenant": 3, "users": 1},
+        {"tenants": 2, "posts": 3},
+        {"posts_per_tenant": 3},
+    ],
+)
+async def test_tenants_do_not_mix_with_users_and_posts(
+    make_database: MakeDatabase, passwords: PasswordHasher, asked: dict[str, int]
+) -> None:
+    url = await make_database(migrated=True)
+    with pytest.raises(SeedError, match="tenants"):
+        await seed(url, passwords=passwords, **asked)
+    assert await _counts(url) == (0, 0)
+
+
 def _keel(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "ENVIRONMENT": "testing"}
     return subprocess.run(
@@ -231,6 +274,17 @@ async def test_cli_seeds_and_reports(make_database: MakeDatabase) -> None:
     assert reset.returncode == 0, reset.stderr
     assert "deleted the seeded 7 users and 60 posts" in reset.stdout
     assert await _counts(url) == (0, 0)
+
+
+async def test_cli_seeds_tenants(make_database: MakeDatabase) -> None:
+    url = await make_database(migrated=True)
+    result = _keel(url, "seed", "--tenants", "3", "--posts-per-tenant", "20", "--seed", "4")
+    assert result.returncode == 0, result.stderr
+    assert "users: 3 rows" in result.stdout
+    assert "posts: 60 rows" in result.stdout
+    assert "tenants: 3 personal organizations with 20 posts each" in result.stdout
+    rows = await _fetch(url, "SELECT tenant_id, count(*) FROM app.posts GROUP BY tenant_id")
+    assert sorted(row[1] for row in rows) == [20, 20, 20]
 
 
 async def test_cli_refuses_posts_without_users(make_database: MakeDatabase) -> None:

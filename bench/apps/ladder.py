@@ -1,6 +1,6 @@
 """The rungs of the request-path ladder (`bench.apps.ladder:<rung>`), one uvicorn factory each.
 
-Every rung serves `GET /posts/{id}` with the bare app's statement and JSON
+Every rung serves `GET /orgs/{org_id}/posts/{id}` with the bare app's statement and JSON
 (`bench.apps.bare`) and adds one layer of Keel on top of the rung before:
 
 1. `bare` is `bench.apps.bare:create_app` itself;
@@ -9,7 +9,7 @@ Every rung serves `GET /posts/{id}` with the bare app's statement and JSON
 3. `viewer`: + the bearer token (verified, cached) and the `Viewer` (cached,
    NOTIFY-invalidated), through Keel's own `ViewerDep`;
 4. `limiter`: + the API-wide rate limit (`enforce_api_rate_limit`: one Redis round trip);
-5. full Keel is `keel.app:create_app` (`/api/v1/posts/{id}`): its router, the real
+5. full Keel is `keel.app:create_app` (`/api/v1/orgs/{org_id}/posts/{id}`): its router, the real
    repository and service, visibility rules, the 404 path, OpenAPI models.
 
 Settings come from the environment, as for Keel.

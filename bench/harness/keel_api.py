@@ -55,6 +55,33 @@ def get_ok(client: httpx.Client, path: str, headers: Mapping[str, str] | None = 
     return body
 
 
+def walk_cursor(
+    client: httpx.Client, auth: Mapping[str, str], path: str, page: int, limit: int
+) -> tuple[str, list[str], float]:
+    """Follow next_cursor on the list at `path` from page 1 to `page` (> 1); the cursor that
+    fetches `page`, that page's item ids, and the seconds the walk took."""
+    t0 = time.perf_counter()
+    cursor: str | None = None
+    items: list[str] = []
+    for n in range(1, page + 1):
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        reply = client.get(path, params=params, headers=dict(auth))
+        if reply.status_code != 200:
+            raise BenchError(f"page {n} of {path} answered {reply.status_code}: {reply.text[:300]}")
+        body = reply.json()
+        if n == page:
+            items = [item["id"] for item in body["items"]]
+            break
+        cursor = body["next_cursor"]
+        if not cursor:
+            raise BenchError(f"{path}: no next_cursor after page {n}")
+    if cursor is None:
+        raise BenchError("page must be > 1")
+    return cursor, items, time.perf_counter() - t0
+
+
 def keel_cli(
     argv: Sequence[str],
     *,
@@ -86,17 +113,21 @@ def keel_cli(
 def seed(
     pg_url: str,
     *,
-    users: int,
-    posts: int,
+    users: int = 0,
+    posts: int = 0,
     seed: int,
     env: Mapping[str, str],
     src: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`keel seed` (it migrates first); the summary it prints and the seconds it took.
 
+    `extra`: more options (`--tenants=N`, `--posts-per-tenant=M`, `--published-ratio=R`).
     Every seeded user signs in with SEEDED_PASSWORD.
     """
-    args = ["seed", f"--users={users}", f"--posts={posts}", f"--seed={seed}"]
+    counts = [f"--users={users}"] if users else []
+    counts += [f"--posts={posts}"] if posts else []
+    args = ["seed", *counts, f"--seed={seed}", *extra]
     t0 = time.perf_counter()
     out = keel_cli(args, env={**env, "DATABASE_URL": pg_url}, src=src)
     lines = [line.strip() for line in out.splitlines() if line.strip()]

@@ -148,11 +148,16 @@ def check_reply(server: Server, path: str, headers: Mapping[str, str], variant: 
 
 @dataclass(frozen=True)
 class Measured:
-    """One thing measured each round: a load on a server."""
+    """One thing measured each round: a load on a server.
+
+    `pg` names the database it reads when it is not `alternate`'s (two databases in one
+    cluster, e.g. two versions of Keel): its pg_stat_statements are the ones counted.
+    """
 
     key: str
     server: Server
     load: Load
+    pg: EmbeddedPostgres | None = None
 
 
 @dataclass
@@ -213,8 +218,9 @@ def alternate(
                     headers=headers,
                     script=script,
                 )
-            if pg is not None:
-                pgss_reset(pg)
+            db = m.pg or pg
+            if db is not None:
+                pgss_reset(db)
             with cpu_split((m.server.pid,), postmaster) as cpu:
                 result, raw = run_wrk(
                     url,
@@ -225,9 +231,9 @@ def alternate(
                     script=script,
                 )
             split = cpu()
-            if pg is not None:
-                out.sql[m.key].append(pgss_top(pg))
-                calls = pgss_calls(pg)
+            if db is not None:
+                out.sql[m.key].append(pgss_top(db))
+                calls = pgss_calls(db)
                 out.statements_per_request[m.key].append(calls / max(1, result.requests))
             if result.non_2xx:
                 raise BenchError(f"{m.key}: {result.non_2xx} non-2xx replies\n{raw}")

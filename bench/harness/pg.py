@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,42 @@ def psql(
     if proc.returncode != 0:
         raise BenchError(f"psql failed: {proc.stderr.strip()}\n--- SQL ---\n{sql[:2000]}")
     return proc.stdout.rstrip("\n")
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return quote_literal(str(value))
+
+
+def explain(
+    pg: EmbeddedPostgres, sql: str, *, analyze: bool = True, pgoptions: str | None = None
+) -> str:
+    opts = "ANALYZE, BUFFERS, SETTINGS" if analyze else "GENERIC_PLAN"
+    return psql(pg, f"EXPLAIN ({opts}) {sql};", pgoptions=pgoptions)
+
+
+def explain_prepared(
+    pg: EmbeddedPostgres, statement: Mapping[str, Any], *, analyze: bool = True
+) -> str:
+    """EXPLAIN a read-path statement ($n parameters, `{"sql": ..., "args": [...]}`):
+    executed with its arguments, or its generic plan (what a prepared statement settles
+    on after five runs)."""
+    if not analyze:
+        return explain(pg, statement["sql"], analyze=False)
+    args = ", ".join(sql_literal(a) for a in statement["args"])
+    return psql(
+        pg,
+        f"PREPARE bench_read AS {statement['sql']};\n"
+        f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS) EXECUTE bench_read({args});",
+    )
 
 
 def postmaster_pid(pg: EmbeddedPostgres | None) -> int | None:
@@ -238,22 +274,34 @@ class ReadFixture:
         return f"/api/v1/orgs/{self.org_id}/posts"
 
 
-def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
+def read_fixture(pg: EmbeddedPostgres, ids: int, *, own_posts: bool = False) -> ReadFixture:
     """Drop the seed's queued embedding jobs, pick the reader, give their organization
     `ids` random published posts (the seed spreads posts over every personal
-    organization), vacuum."""
+    organization), vacuum.
+
+    With `own_posts`, nothing moves: the reader is the active user with the most published
+    posts, and the posts are up to `ids` of theirs (already in their personal
+    organization). That SQL reads the same before and after posts had a tenant, so it
+    also serves a database of an older Keel (`tenant_read`).
+    """
     dropped = drop_queued_jobs(pg)
+    order = "u.username"
+    if own_posts:
+        published = "SELECT count(*) FROM app.posts p WHERE p.author_id = u.id AND p.is_published"
+        order = f"({published}) DESC, u.username"
     viewer = psql(
         pg,
-        "SELECT u.username || '|' || u.id FROM app.users u "
-        "WHERE u.is_active AND NOT u.is_superuser ORDER BY u.username LIMIT 1;",
+        "SELECT u.username || '|' || u.id FROM app.users u "  # noqa: S608 - constant SQL
+        f"WHERE u.is_active AND NOT u.is_superuser ORDER BY {order} LIMIT 1;",
     )
     if "|" not in viewer:
         raise BenchError("no seeded user to sign in as")
     username, user_id = viewer.split("|")
-    post_ids = psql(
-        pg,
-        f"""
+    mine = f"""
+        SELECT id FROM app.posts WHERE is_published AND author_id = '{UUID(user_id)}'
+        ORDER BY md5(id::text) LIMIT {int(ids)};
+    """  # noqa: S608 - an int and a parsed UUID
+    moved = f"""
         WITH picked AS (
             SELECT tenant_id, id FROM app.posts WHERE is_published
             ORDER BY md5(id::text) LIMIT {int(ids)}
@@ -264,8 +312,8 @@ def read_fixture(pg: EmbeddedPostgres, ids: int) -> ReadFixture:
         UPDATE app.posts p SET tenant_id = '{UUID(user_id)}'
         FROM picked WHERE (p.tenant_id, p.id) = (picked.tenant_id, picked.id)
         RETURNING p.id;
-        """,  # noqa: S608 - an int and a parsed UUID
-    ).splitlines()
+    """  # noqa: S608 - an int and a parsed UUID
+    post_ids = psql(pg, mine if own_posts else moved).splitlines()
     if not post_ids:
         raise BenchError("no published posts")
     psql(pg, "VACUUM (ANALYZE); CHECKPOINT;")

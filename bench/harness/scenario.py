@@ -45,3 +45,17 @@ class Scenario:
 
 def first_line(doc: str | None) -> str:
     return (doc or "").strip().split("\n", 1)[0]
+
+
+def add_quick(parser: argparse.ArgumentParser, values: Mapping[str, Any]) -> None:
+    """`--quick`: a check that the scenario runs, at the reduced scale `values` sets."""
+    scale = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+    parser.add_argument("--quick", action="store_true", help=f"a quick check: {scale}")
+    parser.set_defaults(quick_values=dict(values))
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    """With --quick, overwrite the options `add_quick` named (the JSON records them)."""
+    if getattr(args, "quick", False):
+        for name, value in args.quick_values.items():
+            setattr(args, name, value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from bench.harness import load as ld
@@ -32,8 +32,15 @@ class SeededReads(NamedTuple):
 
 
 @contextlib.contextmanager
-def seeded_reads(args: argparse.Namespace, *, seed_value: int) -> Iterator[SeededReads]:
-    """`--users` users and `--posts` posts seeded by `keel seed`, then `read_fixture(--ids)`.
+def seeded_reads(
+    args: argparse.Namespace,
+    *,
+    seed_value: int,
+    seed_extra: Sequence[str] = (),
+    own_posts: bool = False,
+) -> Iterator[SeededReads]:
+    """`--users` users and `--posts` posts seeded by `keel seed` (plus `seed_extra`
+    options, e.g. `--tenants=N`), then `read_fixture(--ids, own_posts=own_posts)`.
 
     Needs the scenario to have added the load and server arguments and `--users`,
     `--posts`, `--ids`.
@@ -49,9 +56,18 @@ def seeded_reads(args: argparse.Namespace, *, seed_value: int) -> Iterator[Seede
         tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp,
     ):
         env = config.env(database_url=pg.url, data_dir=tmp, secret=new_secret(), src=src)
-        say(f"seeding {args.users:,} users and {args.posts:,} posts ...")
-        seeded = seed(pg.url, users=args.users, posts=args.posts, seed=seed_value, env=env, src=src)
-        fixture = read_fixture(pg, args.ids)
+        extra = f" ({' '.join(seed_extra)})" if seed_extra else ""
+        say(f"seeding {args.users:,} users and {args.posts:,} posts{extra} ...")
+        seeded = seed(
+            pg.url,
+            users=args.users,
+            posts=args.posts,
+            seed=seed_value,
+            env=env,
+            src=src,
+            extra=seed_extra,
+        )
+        fixture = read_fixture(pg, args.ids, own_posts=own_posts)
         seeded["dropped_queued_jobs"] = fixture.dropped_queued_jobs
         env["KEEL_AUTO_MIGRATE"] = "false"  # `keel seed` migrated
         yield SeededReads(options, config, others, pg, tmp, env, seeded, fixture)

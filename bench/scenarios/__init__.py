@@ -28,6 +28,9 @@ NAMES = (
     "replica_reads",
     "viewer_memberships",
     "tenant_rls",
+    "tenant_read",
+    "tenant_keyset",
+    "tenant_hnsw_recall",
 )
 
 

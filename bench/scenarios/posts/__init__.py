@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ import httpx
 from bench.harness import load as ld
 from bench.harness import results as res
 from bench.harness.base import API, BenchError, median, say
-from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed
+from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login, seed, walk_cursor
 from bench.harness.noise import noise_warning, settle
-from bench.harness.pg import drop_queued_jobs, embedded_cluster, psql
+from bench.harness.pg import drop_queued_jobs, embedded_cluster, explain, explain_prepared, psql
 from bench.harness.proc import run_child, source_tree
 from bench.harness.scenario import Results, Scenario, first_line
 from bench.harness.server import add_server_args, new_secret, server_config, uvicorn_server
@@ -38,8 +37,6 @@ from bench.scenarios.posts.render import render
 from bench.scenarios.posts.search import SEQ_OPTIONS, search_bench, search_noise
 from bench.scenarios.posts.sql import (
     data_facts,
-    explain,
-    explain_prepared,
     main_sql_ms,
     one_organization,
     pick_queries,
@@ -70,32 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pgbench-duration", type=int, default=10)
     parser.add_argument("--pgbench-clients", type=int, default=2)
     parser.add_argument("--pgbench-threads", type=int, default=2)
-
-
-def walk_cursor(
-    client: httpx.Client, auth: Mapping[str, str], posts: str, page: int, limit: int
-) -> tuple[str, list[str], float]:
-    """Follow next_cursor from page 1; the cursor for `page`, its item ids, seconds taken."""
-    t0 = time.perf_counter()
-    cursor: str | None = None
-    items: list[str] = []
-    for n in range(1, page + 1):
-        params: dict[str, Any] = {"limit": limit}
-        if cursor:
-            params["cursor"] = cursor
-        reply = client.get(posts, params=params, headers=auth)
-        if reply.status_code != 200:
-            raise BenchError(f"page {n} answered {reply.status_code}: {reply.text[:300]}")
-        body = reply.json()
-        if n == page:
-            items = [item["id"] for item in body["items"]]
-            break
-        cursor = body["next_cursor"]
-        if not cursor:
-            raise BenchError(f"no next_cursor after page {n}")
-    if cursor is None:
-        raise BenchError("page must be > 1")
-    return cursor, items, time.perf_counter() - t0
 
 
 def page_ids(client: httpx.Client, auth: Mapping[str, str], path: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from bench.harness.base import BenchError
-from bench.harness.pg import psql
+from bench.harness.pg import psql, quote_literal
 from keel.core.embedded import EmbeddedPostgres
 
 SEARCH_CONFIG = "english"
@@ -174,14 +174,10 @@ def pick_queries(pg: EmbeddedPostgres, words: Sequence[tuple[str, int]]) -> list
     ]
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def query_matches(pg: EmbeddedPostgres, queries: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for q in queries:
-        tsq = f"websearch_to_tsquery('{SEARCH_CONFIG}', {_quote(q)})"
+        tsq = f"websearch_to_tsquery('{SEARCH_CONFIG}', {quote_literal(q)})"
         row = psql(
             pg,
             f"SELECT {tsq}::text, count(*), count(*) FILTER (WHERE is_published) "  # noqa: S608
@@ -192,36 +188,6 @@ def query_matches(pg: EmbeddedPostgres, queries: Sequence[str]) -> list[dict[str
             {"query": q, "tsquery": tsquery, "matches": int(matches), "published": int(published)}
         )
     return out
-
-
-def explain(
-    pg: EmbeddedPostgres, sql: str, *, analyze: bool = True, pgoptions: str | None = None
-) -> str:
-    opts = "ANALYZE, BUFFERS, SETTINGS" if analyze else "GENERIC_PLAN"
-    return psql(pg, f"EXPLAIN ({opts}) {sql};", pgoptions=pgoptions)
-
-
-def _sql_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return _quote(str(value))
-
-
-def explain_prepared(
-    pg: EmbeddedPostgres, statement: Mapping[str, Any], *, analyze: bool = True
-) -> str:
-    """EXPLAIN a read-path statement ($n parameters): executed with its arguments, or its
-    generic plan (what a prepared statement settles on after five runs)."""
-    if not analyze:
-        return explain(pg, statement["sql"], analyze=False)
-    args = ", ".join(_sql_literal(a) for a in statement["args"])
-    return psql(
-        pg,
-        f"PREPARE bench_read AS {statement['sql']};\n"
-        f"EXPLAIN (ANALYZE, BUFFERS, SETTINGS) EXECUTE bench_read({args});",
-    )
 
 
 def posts_scan(plan: str) -> str:

@@ -17,9 +17,10 @@ and cached as .npy under --cache-dir, so later runs skip that step (the sidecar 
 the throughput measured when they were computed).
 
 Database: one embedded PostgreSQL, migrated with `keel migrate upgrade`; one
-owner user, whose personal organization holds every document; binary COPY through `keel.documents.repository.copy_documents` with
-metadata {"bucket": i % 10}. The migration's HNSW index is dropped and both are built
-explicitly (m, ef_construction from the settings) and timed. Queries run the app's own
+owner user, whose personal organization holds every document; binary COPY through
+`keel.documents.repository.copy_documents` with metadata {"bucket": i % 10}. The
+migration's HNSW index is dropped and both are built explicitly (m, ef_construction from
+the settings) and timed. Queries run the app's own
 statement (`repository.nearest_sql`; its tenant filter matches every row) over asyncpg with
 the settings `repository.apply_scan` makes (SET LOCAL via set_config, one transaction
 per query). Ground truth is numpy brute force over the unit vectors (cosine), checked

@@ -36,18 +36,26 @@ def seed_command(
     published_ratio: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of posts that are published.")
     ] = 0.8,
+    tenants: Annotated[
+        int, typer.Option(min=0, help="Users whose personal organizations get --posts-per-tenant.")
+    ] = 0,
+    posts_per_tenant: Annotated[
+        int, typer.Option(min=0, help="Posts in each of the --tenants organizations.")
+    ] = 0,
 ) -> None:
     """Fill the database with realistic fake users and posts, fast (for demos and benchmarks).
 
-    Every seeded user signs in with the password `seeded-password`. --reset deletes only
-    what seeding made, along with anything the seeded users own.
+    Every seeded user signs in with the password `seeded-password`. Posts belong to their
+    author's personal organization. `--tenants N --posts-per-tenant M` instead makes N users
+    whose personal organizations hold M posts each. --reset deletes only what seeding made,
+    along with anything the seeded users own.
     """
     from keel import seed as seeding  # Faker and rich load only for this command
 
     settings = load_settings()
     configure_logging(settings)
-    if not (users or posts or reset):
-        fail("nothing to do: pass --users, --posts and/or --reset")
+    if not (users or posts or tenants or reset):
+        fail("nothing to do: pass --users, --posts, --tenants and/or --reset")
     with database_url(settings) as url:
         if settings.auto_migrate:
             runner.upgrade(url)
@@ -62,6 +70,8 @@ def seed_command(
                         reset=reset,
                         seed=seed,
                         published_ratio=published_ratio,
+                        tenants=tenants,
+                        posts_per_tenant=posts_per_tenant,
                         progress=progress,
                     )
                 )

@@ -4,6 +4,11 @@ Rows are built in Python from pools of Faker text (Faker is slow per call, sampl
 a pool is not) and written with PostgreSQL COPY in batches, all in one transaction,
 so a failed run leaves nothing behind. `ANALYZE` runs at the end.
 
+Every post belongs to its author's personal organization (`tenant_id` = the author's
+id: a personal organization's id is its owner's). For benchmarks that need even tenants,
+``tenants=N, posts_per_tenant=M`` makes N users whose personal organizations hold M
+posts each.
+
 Every seeded user signs in with the password ``seeded-password`` (`SEEDED_PASSWORD`):
 it is hashed once and the hash shared, as a million argon2 hashes would take days.
 

@@ -38,7 +38,17 @@ USER_COLUMNS = (
     "created_at",
     "updated_at",
 )
-POST_COLUMNS = ("id", "title", "content", "is_published", "author_id", "created_at", "updated_at")
+# Posts belong to their author's personal organization, whose id is the author's id.
+POST_COLUMNS = (
+    "tenant_id",
+    "id",
+    "title",
+    "content",
+    "is_published",
+    "author_id",
+    "created_at",
+    "updated_at",
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -120,10 +130,7 @@ class FakeRows:
             created,
         )
 
-    def posts(
-        self, count: int, authors: list[UUID], since_us: list[int], published_ratio: float
-    ) -> list[tuple[Any, ...]]:
-        """`count` posts by `authors` (oldest first), each after its author's `since_us`."""
+    def _pools(self) -> None:
         if not self._titles:
             fake, rng = self._faker, self.rng
             self._titles = [
@@ -133,23 +140,39 @@ class FakeRows:
             self._paragraphs = [
                 fake.paragraph(nb_sentences=rng.randint(3, 9)) for _ in range(POOL_SIZE)
             ]
-        rng, id_rng, rows = self.rng, self._id_rng, []
-        random_, choice, choices, randint = rng.random, rng.choice, rng.choices, rng.randint
-        now_us, n = self.now_us, len(authors)
+
+    def _post(self, author: UUID, since_us: int, published_ratio: float) -> tuple[Any, ...]:
+        """One post by `author`, in their personal organization, after `since_us`."""
+        rng = self.rng
+        created_us = since_us + int(rng.random() * (self.now_us - since_us))
+        created = _at(created_us)
+        return (
+            author,  # tenant_id: the personal organization's id is its owner's
+            seeded_uuid7(created_us // 1000, self._id_rng),
+            rng.choice(self._titles),
+            "\n\n".join(rng.choices(self._paragraphs, k=rng.randint(1, MAX_PARAGRAPHS))),
+            rng.random() < published_ratio,
+            author,
+            created,
+            created,
+        )
+
+    def posts(
+        self, count: int, authors: list[UUID], since_us: list[int], published_ratio: float
+    ) -> list[tuple[Any, ...]]:
+        """`count` posts by `authors` (oldest first), each after its author's `since_us`."""
+        self._pools()
+        random_, post, n = self.rng.random, self._post, len(authors)
+        rows = []
         for _ in range(count):
             # Skewed to the oldest accounts: a few prolific authors, a long quiet tail.
             a = int(n * random_() ** 2)
-            created_us = since_us[a] + int(random_() * (now_us - since_us[a]))
-            created = _at(created_us)
-            rows.append(
-                (
-                    seeded_uuid7(created_us // 1000, id_rng),
-                    choice(self._titles),
-                    "\n\n".join(choices(self._paragraphs, k=randint(1, MAX_PARAGRAPHS))),
-                    random_() < published_ratio,
-                    authors[a],
-                    created,
-                    created,
-                )
-            )
+            rows.append(post(authors[a], since_us[a], published_ratio))
         return rows
+
+    def posts_by(
+        self, count: int, author: UUID, since_us: int, published_ratio: float
+    ) -> list[tuple[Any, ...]]:
+        """`count` posts, all by `author` (so all in their personal organization)."""
+        self._pools()
+        return [self._post(author, since_us, published_ratio) for _ in range(count)]

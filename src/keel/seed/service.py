@@ -28,6 +28,8 @@ class SeedReport:
     users: int
     posts: int
     reset: bool
+    tenants: int
+    posts_per_tenant: int
     deleted_users: int
     deleted_posts: int
     users_seconds: float
@@ -53,6 +55,11 @@ class SeedReport:
         ):
             if rows:
                 lines.append(f"{table}: {rows:,} rows in {seconds:.1f} s ({rate:,.0f} rows/s)")
+        if self.tenants:
+            lines.append(
+                f"tenants: {self.tenants:,} personal organizations"
+                f" with {self.posts_per_tenant:,} posts each"
+            )
         lines.append(f"total {self.total_seconds:.1f} s")
         if self.users or self.posts:
             lines[-1] += f" (repeat with --seed {self.seed})"
@@ -70,19 +77,30 @@ async def seed(
     reset: bool = False,
     seed: int | None = None,
     published_ratio: float = 0.8,
+    tenants: int = 0,
+    posts_per_tenant: int = 0,
     progress: ProgressCallback | None = None,
 ) -> SeedReport:
     """Add `users` users and `posts` posts; with `reset`, first delete seeded rows.
 
     `url` is a SQLAlchemy or libpq URL. Posts go to the new users or, with
     `users=0`, to the seeded users already there, else to any users; `SeedError`
-    if there are none. The same `seed` gives the same names and text (not ids or
-    times). `passwords` hashes `SEEDED_PASSWORD`, once.
+    if there are none. Every post belongs to its author's personal organization.
+    The same `seed` gives the same names and text (not ids or times). `passwords`
+    hashes `SEEDED_PASSWORD`, once.
+
+    `tenants` and `posts_per_tenant` instead make `tenants` users whose personal
+    organizations hold exactly `posts_per_tenant` posts each (by their owner): even
+    tenants for benchmarks. They don't mix with `users` and `posts`.
     """
-    if users < 0 or posts < 0:
-        raise ValueError("users and posts must not be negative")
+    if min(users, posts, tenants, posts_per_tenant) < 0:
+        raise ValueError("users, posts, tenants and posts_per_tenant must not be negative")
     if not 0.0 <= published_ratio <= 1.0:
         raise ValueError("published_ratio must be between 0 and 1")
+    if (tenants or posts_per_tenant) and (users or posts):
+        raise SeedError("--tenants/--posts-per-tenant don't mix with --users/--posts")
+    if posts_per_tenant and not tenants:
+        raise SeedError("--posts-per-tenant needs --tenants")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     progress = progress or no_progress
     started = time.perf_counter()
@@ -94,9 +112,14 @@ async def seed(
         async with conn.transaction():
             deleted_users, deleted_posts = await repository.delete_seeded(conn) if reset else (0, 0)
             users_started = time.perf_counter()
-            authors, since_us = await _seed_users(conn, fake, users, passwords, progress)
+            new_users = users + tenants
+            authors, since_us = await _seed_users(conn, fake, new_users, passwords, progress)
             users_seconds = time.perf_counter() - users_started
             posts_started = time.perf_counter()
+            if posts_per_tenant:
+                await _seed_tenant_posts(
+                    conn, fake, posts_per_tenant, authors, since_us, published_ratio, progress
+                )
             if posts:
                 if not users:
                     authors, since_us = await repository.existing_authors(conn)
@@ -109,9 +132,11 @@ async def seed(
         await conn.close()
     return SeedReport(
         seed=seed,
-        users=users,
-        posts=posts,
+        users=users + tenants,
+        posts=posts + tenants * posts_per_tenant,
         reset=reset,
+        tenants=tenants,
+        posts_per_tenant=posts_per_tenant,
         deleted_users=deleted_users,
         deleted_posts=deleted_posts,
         users_seconds=users_seconds,
@@ -166,3 +191,27 @@ async def _seed_posts(
         rows = fake.posts(min(BATCH_ROWS, count - start), authors, since_us, published_ratio)
         await repository.copy_posts(conn, rows)
         progress("posts", start + len(rows), count)
+
+
+async def _seed_tenant_posts(
+    conn: asyncpg.Connection,
+    fake: FakeRows,
+    per_tenant: int,
+    owners: list[UUID],
+    since_us: list[int],
+    published_ratio: float,
+    progress: ProgressCallback,
+) -> None:
+    """`per_tenant` posts in each owner's personal organization, COPY in batches."""
+    total = per_tenant * len(owners)
+    done, rows = 0, []
+    progress("posts", 0, total)
+    for owner, since in zip(owners, since_us, strict=True):
+        rows += fake.posts_by(per_tenant, owner, since, published_ratio)
+        if len(rows) >= BATCH_ROWS:
+            await repository.copy_posts(conn, rows)
+            done, rows = done + len(rows), []
+            progress("posts", done, total)
+    if rows:
+        await repository.copy_posts(conn, rows)
+        progress("posts", done + len(rows), total)
