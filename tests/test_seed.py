@@ -241,7 +241,7 @@ async def test_tenants_get_the_same_number_of_posts_each(
     ],
 )
 async def test_tenants_do_not_mix_with_users_and_posts(
-    make_database: MakeDatabase, passwords: PasswordHasher, asked: dict[str, int]
+    make_database: MakeDatabase, passwords: PasswordHasher, asked: dict[str, Any]
 ) -> None:
     url = await make_database(migrated=True)
     with pytest.raises(SeedError, match="tenants"):

@@ -40,10 +40,17 @@ class Shape:
         values = {
             "query": literal,
             "limit": K,
+            "candidates": candidates_for(K),
             "filter": json.dumps(FILTER),
             "tenant_id": self.tenant_id,
         }
         return [values[n] for n in self.names]
+
+
+def candidates_for(limit: int) -> int:
+    from keel.documents.repository import candidates_for as app_candidates
+
+    return app_candidates(limit)
 
 
 def app_shape(column: str, filtered: bool, dimension: int, tenant_id: UUID) -> Shape:

@@ -263,12 +263,22 @@ def vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(repr(float(component)) for component in vector) + "]"
 
 
+RERANK_FACTOR, RERANK_CAP = 4, 100  # candidates per result, and at most this many
+
+
+def candidates_for(limit: int) -> int:
+    """How many rows the index scan hands to the re-ranking (never fewer than `limit`)."""
+    return max(limit, min(limit * RERANK_FACTOR, RERANK_CAP))
+
+
 def nearest_sql(query: Nearest, dimension: int) -> str:
     """The k-NN statement. Every identifier and operator comes from a fixed table.
 
-    The inner query is what the HNSW index serves (ORDER BY distance LIMIT k, filters in
-    WHERE). The outer query sorts again: an iterative scan in relaxed order may return rows
-    slightly out of order, and half-precision candidates are re-ranked at full precision.
+    The inner query is what the HNSW index serves (ORDER BY distance, filters in WHERE),
+    over-fetching `candidates` rows; the outer query re-ranks them at full precision and
+    keeps `limit`: an iterative scan in relaxed order returns rows slightly out of order,
+    half precision moves the boundary, and a filtered walk misses some near rows, so the
+    extra candidates buy recall (pgvector's re-ranking recipe).
     MATERIALIZED and `+ 0` stop the planner from assuming the CTE's order (PostgreSQL 17+
     passes it on, and would then skip or shorten the sort).
     """
@@ -290,11 +300,12 @@ WITH nearest AS MATERIALIZED (
     FROM app.documents
     {where}
     ORDER BY candidate_distance
-    LIMIT :limit
+    LIMIT :candidates
 )
 SELECT id, owner_id, content, metadata, created_at, distance
 FROM nearest
 ORDER BY distance + 0, id
+LIMIT :limit
 """  # noqa: S608
 
 
@@ -302,6 +313,7 @@ def nearest_params(query: Nearest) -> dict[str, Any]:
     params: dict[str, Any] = {
         "query": vector_literal(query.vector),
         "limit": query.limit,
+        "candidates": candidates_for(query.limit),
         "tenant_id": query.tenant_id,
     }
     if query.metadata_filter:
