@@ -1,4 +1,8 @@
-"""Authenticated `GET /posts/{id}` with the Viewer carrying memberships ÷ the Viewer without.
+"""Authenticated `GET /users/me` with the Viewer carrying memberships ÷ the Viewer without.
+
+(Until tenant-scoped data it measured `GET /posts/{id}`; posts now live under an
+organization, which the `before` loader, knowing no memberships, can't enter. `/users/me`
+goes through the same viewer path. `tenant_read` prices the organization read itself.)
 
 One seeded database, a reader who belongs to `--memberships` organizations (plus their
 own), and four servers measured in alternation (wrk, closed loop):
@@ -26,6 +30,7 @@ import httpx
 
 from bench.harness import load as ld
 from bench.harness import results as res
+from bench.harness.base import API
 from bench.harness.keel_api import SEEDED_PASSWORD, bearer, login
 from bench.harness.noise import noise_warning
 from bench.harness.pg import psql
@@ -50,7 +55,7 @@ PAIRS = (
     ("uncached", "keel_uncached", "before_uncached", None),
 )
 LABELS = {
-    "cached": "`GET /posts/{id}`, Viewer with memberships ÷ without (cached viewer)",
+    "cached": "`GET /users/me`, Viewer with memberships ÷ without (cached viewer)",
     "uncached": "the same with the viewer cache off (viewer query every request)",
 }
 
@@ -103,14 +108,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with ld.serve_variants(VARIANTS, env, Path(tmp)) as servers:
             with httpx.Client(base_url=servers["keel"].url(), timeout=30) as client:
                 auth = bearer(login(client, fixture.username, SEEDED_PASSWORD))
-            paths = tuple(f"{fixture.posts_path}/{i}" for i in fixture.post_ids)
+            me = f"{API}/users/me"
             for variant in VARIANTS:
-                ld.check_reply(servers[variant.key], paths[0], auth, variant)
+                ld.check_reply(servers[variant.key], me, auth, variant)
             measured = [
-                ld.Measured(
-                    v.key, servers[v.key], Load(f"{fixture.posts_path}/{{id}}", paths, auth)
-                )
-                for v in VARIANTS
+                ld.Measured(v.key, servers[v.key], Load(me, headers=auth)) for v in VARIANTS
             ]
             rounds = ld.alternate(measured, options, Path(tmp), pg=pg)
     medians = ld.summarise(rounds)
