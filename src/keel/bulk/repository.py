@@ -1,4 +1,4 @@
-"""The SQL of imports: set-based checks on a staging table, then one MERGE ... RETURNING.
+"""The SQL of user imports: set-based checks on a staging table, then one MERGE ... RETURNING.
 
 Checks select `(line, field, reason)` for each row they reject; the service removes those
 rows from the staging table before the MERGE, so the MERGE never fails on a known conflict.
@@ -22,7 +22,7 @@ class MergeCounts:
     updated: int
 
 
-def _duplicates(table: str, key: str, field: str) -> str:
+def duplicates(table: str, key: str, field: str) -> str:
     """Rows whose `key` repeats an earlier row of the same file."""
     return (
         f"SELECT line, '{field}', 'duplicate inside the file (first on row ' || first || ')' "
@@ -47,8 +47,8 @@ async def check_users(
     table = staging.table
     findings = await find(
         conn,
-        f"{_duplicates(table, 'lower(email)', 'email')} UNION ALL "
-        f"{_duplicates(table, 'lower(username)', 'username')}",
+        f"{duplicates(table, 'lower(email)', 'email')} UNION ALL "
+        f"{duplicates(table, 'lower(username)', 'username')}",
     )
     matches = _USER_MATCHES.format(table=table)
     findings += await find(
@@ -126,78 +126,9 @@ async def merge_users(
         )
         SELECT action, count(*) FROM merged GROUP BY action
     """
-    return _counts(await conn.fetch(sql))
+    return counts_by_action(await conn.fetch(sql))
 
 
-# --- posts ------------------------------------------------------------------------------
-
-# The author, named by id, username or email.
-_POST_AUTHORS = (
-    "SELECT s.*, coalesce(ai.id, au.id, ae.id) AS author FROM {table} s"
-    " LEFT JOIN app.users ai ON ai.id = s.author_id"
-    " LEFT JOIN app.users au ON lower(au.username) = lower(s.author_username)"
-    " LEFT JOIN app.users ae ON ae.email = s.author_email::citext"
-)
-
-
-async def check_posts(
-    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
-) -> list[Finding]:
-    table = staging.table
-    authors = _POST_AUTHORS.format(table=table)
-    findings = await find(conn, _duplicates(table, "id", "id"))
-    findings += await find(
-        conn,
-        "SELECT line, CASE WHEN author_id IS NOT NULL THEN 'author_id' "
-        "WHEN author_username IS NOT NULL THEN 'author_username' ELSE 'author_email' END, "
-        f"'no such user' FROM ({authors}) a WHERE author IS NULL",
-    )
-    if on_conflict is OnConflict.ERROR:
-        findings += await find(
-            conn,
-            f"SELECT s.line, 'id', 'a post with this id already exists' FROM {table} s "
-            "JOIN app.posts p ON p.id = s.id",
-        )
-    return findings
-
-
-_POST_FIELDS = ("title", "content", "is_published", "author_id")
-
-
-async def merge_posts(
-    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
-) -> MergeCounts:
-    when_matched = ""
-    if on_conflict is OnConflict.UPDATE:
-        stored = ", ".join(f"p.{name}" for name in _POST_FIELDS)
-        incoming = ", ".join(f"src.{name}" for name in _POST_FIELDS)
-        assignments = ", ".join(f"{name} = src.{name}" for name in _POST_FIELDS)
-        when_matched = (
-            f"WHEN MATCHED AND ({stored}) IS DISTINCT FROM ({incoming}) "
-            f"THEN UPDATE SET {assignments} "
-        )
-    sql = f"""
-        WITH merged AS (
-            MERGE INTO app.posts AS p
-            USING (
-                SELECT a.line, a.id, a.title, coalesce(a.content, '') AS content,
-                       coalesce(a.is_published, false) AS is_published,
-                       a.author AS author_id, a.created_at
-                FROM ({_POST_AUTHORS.format(table=staging.table)}) a
-            ) AS src
-            ON p.id = src.id
-            {when_matched}
-            WHEN NOT MATCHED THEN
-                INSERT (id, {", ".join(_POST_FIELDS)}, created_at)
-                VALUES (src.id, {", ".join(f"src.{c}" for c in _POST_FIELDS)},
-                        coalesce(src.created_at, now()))
-            RETURNING merge_action() AS action
-        )
-        SELECT action, count(*) FROM merged GROUP BY action
-    """
-    return _counts(await conn.fetch(sql))
-
-
-def _counts(records: list[asyncpg.Record]) -> MergeCounts:
+def counts_by_action(records: list[asyncpg.Record]) -> MergeCounts:
     by_action = {record[0]: int(record[1]) for record in records}
     return MergeCounts(inserted=by_action.get("INSERT", 0), updated=by_action.get("UPDATE", 0))
