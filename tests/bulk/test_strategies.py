@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.bulk import service
 from keel.bulk.formats import Format
+from keel.bulk.history import Target
 from keel.bulk.schemas import ImportStrategy, Kind, OnConflict
 from keel.core.db import driver_connection
 from keel.core.ids import uuid7
@@ -35,7 +36,7 @@ async def _run(
     limits = replace(
         service.ImportLimits.from_settings(services.settings), strategy=ImportStrategy(strategy)
     )
-    target = service.Target(tenant_id, None, app.state.db.sessionmaker)
+    target = Target(tenant_id, None, app.state.db.sessionmaker)
     async with app.state.db.sessionmaker() as session:
         try:
             report = await service.import_file(
@@ -78,7 +79,7 @@ async def test_merge_and_upsert_report_and_store_the_same(
             for n, i in enumerate(ids)
         ]
         await _run(app, owner.id, seed, OnConflict.ERROR, strategy)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"id": str(ids[0]), "title": "Post 0", "author_id": str(owner.id)},  # same
             {"id": str(ids[1]), "title": "Renamed", "author_id": str(owner.id)},  # changed
             {"title": "New", "author_id": str(owner.id), "is_published": True},  # new
