@@ -80,9 +80,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
             )
         )
     bulk_caps = {
-        f"{API_PREFIX}/orgs/*/imports/json": settings.import_json_max_bytes,  # parsed whole
-        f"{API_PREFIX}/orgs/*/imports": settings.import_max_bytes,  # streamed
-        f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed (users)
+        f"{API_PREFIX}/admin/import/json": settings.import_json_max_bytes,  # parsed whole
+        f"{API_PREFIX}/admin/import": settings.import_max_bytes,  # streamed
         f"{API_PREFIX}/documents/bulk": settings.documents_bulk_max_bytes,  # streamed
     }
     stack.append(Middleware(BodyReadTimeoutMiddleware, timeout=settings.body_read_timeout_seconds))

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.core.json_depth import JsonDepthGauge
+from tests.bulk.helpers import admin_headers
 from tests.documents.factory import as_document, dimension, ndjson, unit_vectors
 from tests.users.factory import signed_in
 
@@ -118,12 +119,12 @@ async def _chunks(body: bytes, size: int) -> AsyncIterator[bytes]:
 async def test_deep_json_is_refused_on_every_kind_of_body(
     app: FastAPI, db_session: AsyncSession, client: AsyncClient
 ) -> None:
-    operator, admin = await signed_in(app, db_session, client, admin=True)
+    admin = await admin_headers(app, db_session, client)
     vector = unit_vectors(1, await dimension(db_session))[0]
     deep_document = as_document(vector, metadata={"k": nested(255)})
     before = await db_session.scalar(text("SELECT count(*) FROM app.documents"))
 
-    # A JSON body FastAPI parses, a streamed NDJSON upload, and a JSON_TABLE import.
+    # A JSON body FastAPI parses, a streamed NDJSON upload, and the admin JSON_TABLE import.
     assert_too_deep(await client.post("/api/v1/documents", headers=admin, json=deep_document))
     lines = ndjson([as_document(vector)]) + json.dumps(deep_document).encode() + b"\n"
     bulk_headers = {**admin, "Content-Type": "application/x-ndjson"}
@@ -136,8 +137,7 @@ async def test_deep_json_is_refused_on_every_kind_of_body(
         "rows": "$[*]",
         "columns": {"title": "$.t", "author_id": "$.a"},
     }
-    json_import = f"/api/v1/orgs/{operator.id}/imports/json"
-    assert_too_deep(await client.post(json_import, headers=admin, json=spec))
+    assert_too_deep(await client.post("/api/v1/admin/import/json", headers=admin, json=spec))
     problem_json = {**admin, "Content-Type": "application/merge-patch+json"}
     deep_patch = json.dumps({"metadata": nested(255)})
     assert_too_deep(

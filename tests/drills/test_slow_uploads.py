@@ -46,14 +46,6 @@ def admin_headers(server: KeelServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens.json()['access_token']}"}
 
 
-def imports_of(server: KeelServer, headers: dict[str, str]) -> str:
-    """The imports path of the caller's personal organization (keyed by their user id)."""
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
-        me = http.get("/api/v1/users/me", headers=headers)
-        assert me.status_code == 200, me.text
-    return f"/api/v1/orgs/{me.json()['id']}/imports"
-
-
 def idle_in_transaction(data_dir: Path) -> int:
     """The app's connections parked inside a transaction (waiting on something)."""
     sql = (
@@ -87,15 +79,14 @@ def test_slow_uploads_starve_nobody(keel: KeelLauncher, data_dir: Path) -> None:
     server.wait_ready()
     alice, bob, carol = sign_up(server), sign_up(server), sign_up(server)
     admin = admin_headers(server)
-    imports = imports_of(server, admin)
     ndjson = {"Content-Type": "application/x-ndjson"}
     csv = {"Content-Type": "text/csv"}
     uploads = [
         SlowUpload(server, "/api/v1/documents/bulk", alice | ndjson, documents(50, 1)),
         SlowUpload(server, "/api/v1/documents/bulk", alice | ndjson, documents(50, 2)),
         SlowUpload(server, "/api/v1/documents/bulk", bob | ndjson, documents(50, 3)),
-        SlowUpload(server, f"{imports}/posts", admin | csv, posts_csv(50, 4)),
-        SlowUpload(server, f"{imports}/posts", admin | csv, posts_csv(50, 5)),
+        SlowUpload(server, "/api/v1/admin/import/posts", admin | csv, posts_csv(50, 4)),
+        SlowUpload(server, "/api/v1/admin/import/posts", admin | csv, posts_csv(50, 5)),
     ]
     stalled = SlowUpload(server, "/api/v1/documents/bulk", bob | ndjson, documents(50, 6))
     try:
@@ -113,7 +104,7 @@ def test_slow_uploads_starve_nobody(keel: KeelLauncher, data_dir: Path) -> None:
         assert "retry-after" in headers
         json_import = SlowUpload(
             server,
-            f"{imports}/json",
+            "/api/v1/admin/import/json",
             admin | {"Content-Type": "application/json"},
             b" " * (30 * 1024 * 1024),
         )

@@ -213,16 +213,10 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"The request body is larger than the {limit}-byte limit.")
 
 
-def _prefix_pattern(prefix: str) -> re.Pattern[str]:
-    """A path prefix where `*` matches one segment, as a pattern anchored at the start."""
-    return re.compile("[^/]+".join(re.escape(part) for part in prefix.split("*")))
-
-
 class BodySizeLimitMiddleware:
     """Cap request bodies: by Content-Length up front, and by counting while streaming.
 
-    `overrides` maps path prefixes to their own caps (bulk uploads need more room); a
-    `*` in a prefix stands for one path segment (`/api/v1/orgs/*/imports`).
+    `overrides` maps path prefixes to their own caps (bulk uploads need more room).
     """
 
     def __init__(
@@ -230,12 +224,11 @@ class BodySizeLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        longest_first = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
-        self.overrides = [(_prefix_pattern(prefix), limit) for prefix, limit in longest_first]
+        self.overrides = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
 
     def _limit_for(self, path: str) -> int:
         for prefix, limit in self.overrides:
-            if prefix.match(path):
+            if path.startswith(prefix):
                 return limit
         return self.max_bytes
 
