@@ -1,4 +1,5 @@
-"""The SQL of user imports: set-based checks on a staging table, then one MERGE ... RETURNING.
+"""The SQL of user imports: set-based checks on a staging table, then one MERGE ... RETURNING
+(or, for Citus, INSERT ... ON CONFLICT ... RETURNING).
 
 Checks select `(line, field, reason)` for each row they reject; the service removes those
 rows from the staging table before the MERGE, so the MERGE never fails on a known conflict.
@@ -9,6 +10,7 @@ check and the MERGE) fails the statement with a unique violation and rolls back 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -127,6 +129,57 @@ async def merge_users(
         SELECT action, count(*) FROM merged GROUP BY action
     """
     return counts_by_action(await conn.fetch(sql))
+
+
+async def upsert_users(
+    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
+) -> MergeCounts:
+    """The Citus path (app.users is a reference table there, and Citus refuses
+    `MERGE ... RETURNING` on its tables): the same rows, counts and ended sessions as
+    `merge_users`, by `INSERT ... ON CONFLICT (id) ... RETURNING (xmax = 0)`."""
+    matches = _USER_MATCHES.format(table=staging.table)
+    conflict = ""  # error: the checks rejected every match; a concurrent one fails (409)
+    ending: set[UUID] = set()
+    if on_conflict is OnConflict.SKIP:
+        conflict = "ON CONFLICT (id) DO NOTHING"
+    elif on_conflict is OnConflict.UPDATE:
+        stored = ", ".join(f"u.{name}" for name in _USER_FIELDS)
+        incoming = ", ".join(f"EXCLUDED.{name}" for name in _USER_FIELDS)
+        assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in ("email", *_USER_FIELDS))
+        conflict = (
+            f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE (u.email::text, {stored}) "
+            f"IS DISTINCT FROM (EXCLUDED.email::text, {incoming})"
+        )
+        # Accounts whose new password or deactivation ends their sessions, if updated.
+        found = await conn.fetch(
+            f"SELECT e.id FROM ({matches}) m "
+            "JOIN app.users e ON e.id = coalesce(m.by_email, m.by_username) "
+            "WHERE e.hashed_password IS DISTINCT FROM m.hashed_password "
+            "OR (e.is_active AND NOT m.is_active)"
+        )
+        ending = {row[0] for row in found}
+    columns = ("id", "email", *_USER_FIELDS)
+    sql = f"""
+        INSERT INTO app.users AS u ({", ".join(columns)}, created_at)
+        SELECT coalesce(m.by_email, m.by_username, m.id), m.email,
+               {", ".join(f"m.{name}" for name in _USER_FIELDS)}, coalesce(m.created_at, now())
+        FROM ({matches}) m
+        {conflict}
+        RETURNING u.xmax = 0 AS inserted, u.id
+    """
+    inserted, updated = 0, []
+    async for row in conn.cursor(sql, prefetch=10_000):
+        if row[0]:
+            inserted += 1
+        else:
+            updated.append(row[1])
+    if ended := [user_id for user_id in updated if user_id in ending]:
+        await conn.execute(
+            "UPDATE app.token_families SET revoked_at = now(), revoked_reason = 'import' "
+            "WHERE user_id = ANY($1::uuid[]) AND revoked_at IS NULL",
+            ended,
+        )
+    return MergeCounts(inserted=inserted, updated=len(updated))
 
 
 def counts_by_action(records: list[asyncpg.Record]) -> MergeCounts:

@@ -229,6 +229,8 @@ async def _land(
     target: Target | None,
     strategy: ImportStrategy,
 ) -> repository.MergeCounts:
+    if target is None and strategy is ImportStrategy.UPSERT:
+        return await repository.upsert_users(conn, table, on_conflict)
     if target is None:
         return await repository.merge_users(conn, table, on_conflict)
     if strategy is ImportStrategy.UPSERT:
