@@ -34,9 +34,9 @@ _COLUMNS = (
     "rejected_truncated",
     "created_at",
 )
-_PLACEHOLDERS = (
+_PLACEHOLDERS = [
     f"${i}::jsonb" if name == "rejected" else f"${i}" for i, name in enumerate(_COLUMNS, 1)
-)
+]
 _INSERT = (
     f"INSERT INTO app.imports ({', '.join(_COLUMNS)}, finished_at) "
     f"VALUES ({', '.join(_PLACEHOLDERS)}, clock_timestamp())"
