@@ -36,7 +36,7 @@ async def _run(
     limits = replace(
         service.ImportLimits.from_settings(services.settings), strategy=ImportStrategy(strategy)
     )
-    target = Target(tenant_id, None, app.state.db.sessionmaker)
+    target = Target(tenant_id, None)
     async with app.state.db.sessionmaker() as session:
         try:
             report = await service.import_file(

@@ -59,7 +59,7 @@ async def _run(
         async with database.sessionmaker() as session:
             target = None
             if organization is not None:
-                target = await service.operator_target(session, organization, database.sessionmaker)
+                target = await service.operator_target(session, organization)
             report = await service.import_file(
                 session,
                 kind,

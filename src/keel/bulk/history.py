@@ -1,9 +1,10 @@
 """Import records: what each import into an organization did, for its owners and admins.
 
 A committed import writes its record in its own transaction, with its data. An atomic
-import refused for rejected rows rolls back, so its record (status `rejected`) is
-written apart, in a short transaction of its own. Files refused whole (malformed, over
-a cap, a timeout) never ran to a report and leave no record.
+import refused for rejected rows is rolled back first, then its record (status
+`rejected`) is written in a short transaction of its own on the same session: no second
+connection is taken while the import holds one. Files refused whole (malformed, over a
+cap, a timeout) never ran to a report and leave no record.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.bulk import history_repository
 from keel.bulk.schemas import ImportPage, ImportRecordDetail, ImportRecordPublic, ImportReport
@@ -28,12 +29,10 @@ NOT_FOUND = "No such import."
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where posts land: the organization, who imports (None: an operator's `keel import`),
-    and the sessions a rejected import's record is written with, apart from its rollback."""
+    """Where posts land: the organization, and who imports (None: `keel import`)."""
 
     tenant_id: UUID
     actor_id: UUID | None
-    sessions: async_sessionmaker[AsyncSession]
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -69,10 +68,18 @@ async def record(
     return UUID(str(values["id"]))
 
 
-async def record_apart(target: Target, report: ImportReport, strategy: str) -> UUID:
-    """Record a refused atomic import in a short transaction of its own."""
-    async with target.sessions() as session, session.begin():
-        return await record(await driver_connection(session), target, report, strategy)
+async def record_after_rollback(
+    session: AsyncSession, target: Target, report: ImportReport, strategy: str
+) -> UUID:
+    """Roll a refused atomic import back, then record it in a short transaction of its own.
+
+    The one place imports commit by themselves: the caller's transaction had written
+    nothing that should stay (a staging table, its settings, the idempotency key's lock).
+    """
+    await session.rollback()
+    record_id = await record(await driver_connection(session), target, report, strategy)
+    await session.commit()
+    return record_id
 
 
 async def list_imports(

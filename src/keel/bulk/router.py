@@ -183,7 +183,6 @@ async def import_posts(
             body.chunks(),
             fmt,
             service.ImportOptions(on_conflict, atomic),
-            sessions=services.db.sessionmaker,
             passwords=services.passwords,
             limits=service.ImportLimits.from_settings(services.settings),
         )
@@ -229,7 +228,6 @@ async def import_json(
         actor,
         _json_table_spec(raw),
         service.ImportOptions(on_conflict, atomic),
-        sessions=services.db.sessionmaker,
         limits=service.ImportLimits.from_settings(services.settings),
     )
 

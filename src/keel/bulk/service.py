@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.bulk import history, json_table, posts_repository, repository, rows, staging
 from keel.bulk.formats import BadRecord, Format, Record, read
@@ -96,13 +96,12 @@ async def import_posts_file(
     fmt: Format,
     options: ImportOptions,
     *,
-    sessions: async_sessionmaker[AsyncSession],
     passwords: PasswordHasher,
     limits: ImportLimits,
 ) -> ImportReport:
     """Import a posts file into the actor's organization (owners and admins)."""
     actor.require(Permission.IMPORTS_RUN)
-    target = Target(actor.organization_id, actor.user_id, sessions)
+    target = Target(actor.organization_id, actor.user_id)
     return await import_file(
         session, Kind.POSTS, chunks, fmt, options, passwords=passwords, limits=limits, target=target
     )
@@ -114,23 +113,20 @@ async def import_posts_json(
     spec: JsonTableImport,
     options: ImportOptions,
     *,
-    sessions: async_sessionmaker[AsyncSession],
     limits: ImportLimits,
 ) -> ImportReport:
     """Import posts shredded by JSON_TABLE into the actor's organization."""
     actor.require(Permission.IMPORTS_RUN)
-    target = Target(actor.organization_id, actor.user_id, sessions)
+    target = Target(actor.organization_id, actor.user_id)
     return await import_json_table(session, spec, options, limits=limits, target=target)
 
 
-async def operator_target(
-    session: AsyncSession, organization: str, sessions: async_sessionmaker[AsyncSession]
-) -> Target:
+async def operator_target(session: AsyncSession, organization: str) -> Target:
     """Where `keel import posts --org` lands: an organization by id or slug, no actor."""
     found = await posts_repository.organization_id(await driver_connection(session), organization)
     if found is None:
         raise NotFound(f"No organization with the id or slug {organization!r}.")
-    return Target(found, None, sessions)
+    return Target(found, None)
 
 
 async def import_file(
@@ -172,7 +168,7 @@ async def import_file(
                 batch = []
         findings += await loader.load(batch)
     return await _check_and_land(
-        conn, table, fmt.value, rows_read, findings, options, limits, target
+        session, conn, table, fmt.value, rows_read, findings, options, limits, target
     )
 
 
@@ -196,7 +192,9 @@ async def import_json_table(
         )
     if limits.max_rows is not None and count > limits.max_rows:
         raise TooManyRows(f"The import is capped at {limits.max_rows} rows.")
-    return await _check_and_land(conn, table, JSON_TABLE, count, findings, options, limits, target)
+    return await _check_and_land(
+        session, conn, table, JSON_TABLE, count, findings, options, limits, target
+    )
 
 
 async def _begin(session: AsyncSession, limits: ImportLimits) -> asyncpg.Connection:
@@ -239,6 +237,7 @@ async def _land(
 
 
 async def _check_and_land(
+    session: AsyncSession,
     conn: asyncpg.Connection,
     table: staging.Staging,
     source: str,
@@ -263,8 +262,10 @@ async def _check_and_land(
         committed=not (options.atomic and rejected),
     )
     if not report.committed:
-        if target is not None:  # the caller rolls back: the record goes in on its own
-            report.import_id = await history.record_apart(target, report, strategy.value)
+        if target is not None:  # nothing lands; the record still does
+            report.import_id = await history.record_after_rollback(
+                session, target, report, strategy.value
+            )
         raise ImportRejected(
             f"{len(rejected)} of {rows_read} rows were rejected; nothing was imported "
             "(send atomic=false to import the valid rows).",
