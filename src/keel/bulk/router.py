@@ -261,7 +261,7 @@ async def list_imports(
 
 
 @org_router.get(
-    "/{import_id}",
+    "/{import_id:uuid}",  # a typed segment: /posts and /json never match it
     response_model=ImportRecordDetail,
     responses={**VIEW_ERRORS, 404: {"description": "No such import in this organization"}},
     summary="One import: its counts and first rejected rows",
