@@ -127,7 +127,11 @@ class Settings(BaseSettings):
     # before the first `keel migrate`, changing it later needs a new migration.
     search_config: Annotated[str, Field(pattern=r"^[a-z_]{1,63}$")] = "english"
 
-    # --- bulk import (`/admin/import/*`, `keel import`) -------------------------
+    # --- bulk import (`/orgs/{org_id}/imports/*`, `/admin/import/users`, `keel import`) --
+    # How posts land: `merge` (MERGE ... RETURNING), `upsert` (INSERT ... ON CONFLICT ...
+    # RETURNING, which Citus supports), or `auto`: upsert when the `citus` extension is
+    # installed in the database, else merge. Both give the same reports.
+    import_strategy: Literal["auto", "merge", "upsert"] = "auto"
     import_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024  # HTTP body cap
     import_json_max_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024  # parsed whole
     import_max_rows: Annotated[int, Field(ge=1)] = 1_000_000  # HTTP row cap

@@ -17,6 +17,7 @@ metadata = SQLModel.metadata
 
 # Every domain's tables, registered on `metadata` for Alembic and the drift test.
 from keel.auth import models as auth_models  # noqa: E402
+from keel.bulk import models as bulk_models  # noqa: E402
 from keel.core.idempotency import models as idempotency_models  # noqa: E402
 from keel.documents import models as document_models  # noqa: E402
 from keel.insight.pg import models as insight_models  # noqa: E402
@@ -29,6 +30,7 @@ from keel.users import models as user_models  # noqa: E402
 __all__ = [
     "APP_SCHEMA",
     "auth_models",
+    "bulk_models",
     "document_models",
     "idempotency_models",
     "insight_models",

@@ -1,4 +1,5 @@
-"""`keel import users|posts FILE`, run as a real subprocess against a scratch database."""
+"""`keel import users FILE` and `keel import posts FILE --org ORG`, run as a real subprocess
+against a scratch database."""
 
 from __future__ import annotations
 
@@ -42,6 +43,26 @@ async def counts(url: str) -> tuple[int, int]:
         await conn.close()
 
 
+async def tenants_of_posts(url: str) -> list[str]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT DISTINCT u.username FROM app.posts p JOIN app.users u ON u.id = p.tenant_id"
+        )
+        return [row[0] for row in rows]
+    finally:
+        await conn.close()
+
+
+async def records(url: str) -> list[tuple[str, object]]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch("SELECT status, actor_id FROM app.imports ORDER BY id")
+        return [(row[0], row[1]) for row in rows]
+    finally:
+        await conn.close()
+
+
 async def test_import_users_then_posts(make_database: MakeDatabase, tmp_path: Path) -> None:
     url = await make_database(migrated=True)
     users = tmp_path / "users.csv"
@@ -49,19 +70,29 @@ async def test_import_users_then_posts(make_database: MakeDatabase, tmp_path: Pa
     posts = tmp_path / "posts.ndjson"
     posts.write_text(
         '{"title": "Hello", "content": "x", "author_username": "cli_one"}\n'
-        '{"title": "Again", "author_email": "cli2@example.com"}\n'
+        '{"title": "Again", "author_email": "cli1@example.com"}\n'
     )
+    outsider = tmp_path / "outsider.ndjson"
+    outsider.write_text('{"title": "Not here", "author_email": "cli2@example.com"}\n')
 
     imported_users = keel_import(url, "users", str(users))
-    imported_posts = keel_import(url, "posts", str(posts))
+    imported_posts = keel_import(url, "posts", str(posts), "--org", "~cli_one")
+    refused = keel_import(url, "posts", str(outsider), "--org", "~cli_one")
+    nowhere = keel_import(url, "posts", str(posts), "--org", "~nobody")
     again = keel_import(url, "users", str(users), "--on-conflict", "skip")
 
     assert imported_users.returncode == 0, imported_users.stderr
     assert "inserted" in imported_users.stdout
     assert imported_posts.returncode == 0, imported_posts.stderr
+    assert refused.returncode == 1
+    assert "not a member of this organization" in refused.stdout
+    assert nowhere.returncode == 1
+    assert "No organization with the id or slug '~nobody'" in nowhere.stderr
     assert again.returncode == 0, again.stderr
     assert "│    2 │        0 │       0 │         0 │       2 │" in again.stdout
     assert await counts(url) == (2, 2)
+    assert await tenants_of_posts(url) == ["cli_one"]
+    assert await records(url) == [("committed", None), ("rejected", None)]
     assert "long enough" not in imported_users.stdout + imported_users.stderr
 
 

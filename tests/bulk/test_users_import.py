@@ -1,4 +1,5 @@
-"""`POST /admin/import/users`: formats, conflicts, atomicity, passwords."""
+"""`POST /admin/import/users`: formats, conflicts, atomicity, passwords; each test runs with
+both ways of landing rows (IMPORT_STRATEGY merge, and upsert for Citus)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from keel.auth.models import TokenFamily
+from keel.config import Settings
 from keel.users.models import User
 from tests.bulk.helpers import admin_headers, count_users, encode, send
 from tests.conftest import MakeDatabase, asyncpg_dsn, make_settings, running
 from tests.users.factory import PASSWORD, bearer, make_user, sign_in, signed_in
 
 FORMATS = ["json", "ndjson", "csv"]
+
+
+@pytest.fixture(params=["merge", "upsert"])
+def settings(request: pytest.FixtureRequest, test_database_url: str, data_dir: Path) -> Settings:
+    return make_settings(test_database_url, data_dir, import_strategy=request.param)
+
+
 BCRYPT_OF_PASSWORD = bcrypt.hashpw(b"password", bcrypt.gensalt(4)).decode()
 
 

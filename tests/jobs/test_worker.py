@@ -56,7 +56,7 @@ class Queue:
         for i in range(jobs):
             await self.conn.execute(
                 "INSERT INTO app.posts (tenant_id, id, title, content, author_id) "
-                "VALUES ($2, gen_random_uuid(), $1, 'words', $2)",
+                "VALUES ($2, gen_random_uuid(), $1, 'words', $2)",  # the personal organization
                 f"Post {i}",
                 author,
             )

@@ -16,14 +16,20 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.bulk import history_repository as bulk_history_repository
+from keel.bulk import posts_repository as bulk_posts_repository
+from keel.bulk import repository as bulk_users_repository
 from keel.documents import repository as documents_repository
+from keel.jobs import repository as jobs_repository
 from keel.posts import repository as posts_repository
 from keel.search import embeddings as search_embeddings
 from keel.search import repository as search_repository
 from tests.orgs.factory import create_org
 from tests.posts.factory import make_post
 from tests.tenancy import (  # noqa: F401 - registers their cases
+    cases_bulk,
     cases_documents,
+    cases_jobs,
     cases_posts,
     cases_search,
 )
@@ -42,6 +48,10 @@ WALKED: tuple[ModuleType, ...] = (
     documents_repository,
     search_repository,
     search_embeddings,
+    bulk_posts_repository,
+    bulk_history_repository,
+    bulk_users_repository,
+    jobs_repository,
 )
 
 # Functions that read or write across organizations, and why that is their job.
@@ -58,6 +68,14 @@ CROSS_TENANT: dict[str, str] = {
     "keel.search.embeddings.count_missing_all_tenants": "the backfill's progress bar",
     "keel.search.embeddings.tenants_missing_all_tenants": "the backfill walks the tenants",
     "keel.search.embeddings.queue_missing_all_tenants": "backfill --queue: jobs per tenant",
+    "keel.bulk.posts_repository.citus_installed": "reads pg_extension, no organization's rows",
+    "keel.bulk.posts_repository.organization_id": (
+        "finds the organization `keel import posts --org` names (an operator's command)"
+    ),
+    "keel.bulk.repository.check_users": "accounts are global (platform admins' import)",
+    "keel.bulk.repository.merge_users": "accounts are global (platform admins' import)",
+    "keel.bulk.repository.upsert_users": "accounts are global (platform admins' import)",
+    **cases_jobs.CROSS_TENANT_JOBS,
 }
 
 

@@ -50,12 +50,16 @@ async def _run(
     kind: Kind,
     path: Path,
     options: service.ImportOptions,
+    organization: str | None,
     advance: Callable[[int], None],
 ) -> ImportReport:
     fmt = format_for_path(path)
     database = create_database(settings, url)
     try:
         async with database.sessionmaker() as session:
+            target = None
+            if organization is not None:
+                target = await service.operator_target(session, organization)
             report = await service.import_file(
                 session,
                 kind,
@@ -64,6 +68,7 @@ async def _run(
                 options,
                 passwords=PasswordHasher.from_settings(settings),
                 limits=service.ImportLimits.from_settings(settings, capped=False),
+                target=target,
             )
             await session.commit()
             return report
@@ -72,9 +77,16 @@ async def _run(
 
 
 def import_with_progress(
-    settings: Settings, url: str, kind: Kind, path: Path, options: service.ImportOptions
+    settings: Settings,
+    url: str,
+    kind: Kind,
+    path: Path,
+    options: service.ImportOptions,
+    organization: str | None = None,
 ) -> ImportReport:
-    """Run the import, drawing the bytes read on stderr. Raises what the service raises."""
+    """Run the import, drawing the bytes read on stderr. Raises what the service raises.
+
+    Posts land in `organization` (an id or a slug); users in none."""
     bar = Progress(
         TextColumn(f"{kind.value} ← {path.name}"),
         BarColumn(),
@@ -85,7 +97,9 @@ def import_with_progress(
     )
     with bar:
         task = bar.add_task("read", total=path.stat().st_size)
-        return asyncio.run(_run(settings, url, kind, path, options, lambda n: bar.advance(task, n)))
+        return asyncio.run(
+            _run(settings, url, kind, path, options, organization, lambda n: bar.advance(task, n))
+        )
 
 
 def print_report(report: ImportReport, console: Console | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The SQL of imports: set-based checks on a staging table, then one MERGE ... RETURNING.
+"""The SQL of user imports: set-based checks on a staging table, then one MERGE ... RETURNING
+(or, for Citus, INSERT ... ON CONFLICT ... RETURNING).
 
 Checks select `(line, field, reason)` for each row they reject; the service removes those
 rows from the staging table before the MERGE, so the MERGE never fails on a known conflict.
@@ -9,6 +10,7 @@ check and the MERGE) fails the statement with a unique violation and rolls back 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -22,7 +24,7 @@ class MergeCounts:
     updated: int
 
 
-def _duplicates(table: str, key: str, field: str) -> str:
+def duplicates(table: str, key: str, field: str) -> str:
     """Rows whose `key` repeats an earlier row of the same file."""
     return (
         f"SELECT line, '{field}', 'duplicate inside the file (first on row ' || first || ')' "
@@ -47,8 +49,8 @@ async def check_users(
     table = staging.table
     findings = await find(
         conn,
-        f"{_duplicates(table, 'lower(email)', 'email')} UNION ALL "
-        f"{_duplicates(table, 'lower(username)', 'username')}",
+        f"{duplicates(table, 'lower(email)', 'email')} UNION ALL "
+        f"{duplicates(table, 'lower(username)', 'username')}",
     )
     matches = _USER_MATCHES.format(table=table)
     findings += await find(
@@ -126,78 +128,60 @@ async def merge_users(
         )
         SELECT action, count(*) FROM merged GROUP BY action
     """
-    return _counts(await conn.fetch(sql))
+    return counts_by_action(await conn.fetch(sql))
 
 
-# --- posts ------------------------------------------------------------------------------
-
-# The author, named by id, username or email.
-_POST_AUTHORS = (
-    "SELECT s.*, coalesce(ai.id, au.id, ae.id) AS author FROM {table} s"
-    " LEFT JOIN app.users ai ON ai.id = s.author_id"
-    " LEFT JOIN app.users au ON lower(au.username) = lower(s.author_username)"
-    " LEFT JOIN app.users ae ON ae.email = s.author_email::citext"
-)
-
-
-async def check_posts(
-    conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
-) -> list[Finding]:
-    table = staging.table
-    authors = _POST_AUTHORS.format(table=table)
-    findings = await find(conn, _duplicates(table, "id", "id"))
-    findings += await find(
-        conn,
-        "SELECT line, CASE WHEN author_id IS NOT NULL THEN 'author_id' "
-        "WHEN author_username IS NOT NULL THEN 'author_username' ELSE 'author_email' END, "
-        f"'no such user' FROM ({authors}) a WHERE author IS NULL",
-    )
-    if on_conflict is OnConflict.ERROR:
-        findings += await find(
-            conn,
-            f"SELECT s.line, 'id', 'a post with this id already exists' FROM {table} s "
-            "JOIN app.posts p ON p.id = s.id",
-        )
-    return findings
-
-
-_POST_FIELDS = ("title", "content", "is_published", "author_id")
-
-
-async def merge_posts(
+async def upsert_users(
     conn: asyncpg.Connection, staging: Staging, on_conflict: OnConflict
 ) -> MergeCounts:
-    when_matched = ""
-    if on_conflict is OnConflict.UPDATE:
-        stored = ", ".join(f"p.{name}" for name in _POST_FIELDS)
-        incoming = ", ".join(f"src.{name}" for name in _POST_FIELDS)
-        assignments = ", ".join(f"{name} = src.{name}" for name in _POST_FIELDS)
-        when_matched = (
-            f"WHEN MATCHED AND ({stored}) IS DISTINCT FROM ({incoming}) "
-            f"THEN UPDATE SET {assignments} "
+    """The Citus path (app.users is a reference table there, and Citus refuses
+    `MERGE ... RETURNING` on its tables): the same rows, counts and ended sessions as
+    `merge_users`, by `INSERT ... ON CONFLICT (id) ... RETURNING (xmax = 0)`."""
+    matches = _USER_MATCHES.format(table=staging.table)
+    conflict = ""  # error: the checks rejected every match; a concurrent one fails (409)
+    ending: set[UUID] = set()
+    if on_conflict is OnConflict.SKIP:
+        conflict = "ON CONFLICT (id) DO NOTHING"
+    elif on_conflict is OnConflict.UPDATE:
+        stored = ", ".join(f"u.{name}" for name in _USER_FIELDS)
+        incoming = ", ".join(f"EXCLUDED.{name}" for name in _USER_FIELDS)
+        assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in ("email", *_USER_FIELDS))
+        conflict = (
+            f"ON CONFLICT (id) DO UPDATE SET {assignments} WHERE (u.email::text, {stored}) "
+            f"IS DISTINCT FROM (EXCLUDED.email::text, {incoming})"
         )
+        # Accounts whose new password or deactivation ends their sessions, if updated.
+        found = await conn.fetch(
+            f"SELECT e.id FROM ({matches}) m "
+            "JOIN app.users e ON e.id = coalesce(m.by_email, m.by_username) "
+            "WHERE e.hashed_password IS DISTINCT FROM m.hashed_password "
+            "OR (e.is_active AND NOT m.is_active)"
+        )
+        ending = {row[0] for row in found}
+    columns = ("id", "email", *_USER_FIELDS)
     sql = f"""
-        WITH merged AS (
-            MERGE INTO app.posts AS p
-            USING (
-                SELECT a.line, a.id, a.title, coalesce(a.content, '') AS content,
-                       coalesce(a.is_published, false) AS is_published,
-                       a.author AS author_id, a.created_at
-                FROM ({_POST_AUTHORS.format(table=staging.table)}) a
-            ) AS src
-            ON p.id = src.id
-            {when_matched}
-            WHEN NOT MATCHED THEN
-                INSERT (id, {", ".join(_POST_FIELDS)}, created_at)
-                VALUES (src.id, {", ".join(f"src.{c}" for c in _POST_FIELDS)},
-                        coalesce(src.created_at, now()))
-            RETURNING merge_action() AS action
-        )
-        SELECT action, count(*) FROM merged GROUP BY action
+        INSERT INTO app.users AS u ({", ".join(columns)}, created_at)
+        SELECT coalesce(m.by_email, m.by_username, m.id), m.email,
+               {", ".join(f"m.{name}" for name in _USER_FIELDS)}, coalesce(m.created_at, now())
+        FROM ({matches}) m
+        {conflict}
+        RETURNING u.xmax = 0 AS inserted, u.id
     """
-    return _counts(await conn.fetch(sql))
+    inserted, updated = 0, []
+    async for row in conn.cursor(sql, prefetch=10_000):
+        if row[0]:
+            inserted += 1
+        else:
+            updated.append(row[1])
+    if ended := [user_id for user_id in updated if user_id in ending]:
+        await conn.execute(
+            "UPDATE app.token_families SET revoked_at = now(), revoked_reason = 'import' "
+            "WHERE user_id = ANY($1::uuid[]) AND revoked_at IS NULL",
+            ended,
+        )
+    return MergeCounts(inserted=inserted, updated=len(updated))
 
 
-def _counts(records: list[asyncpg.Record]) -> MergeCounts:
+def counts_by_action(records: list[asyncpg.Record]) -> MergeCounts:
     by_action = {record[0]: int(record[1]) for record in records}
     return MergeCounts(inserted=by_action.get("INSERT", 0), updated=by_action.get("UPDATE", 0))

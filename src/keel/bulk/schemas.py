@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -31,6 +32,14 @@ class OnConflict(StrEnum):
     SKIP = "skip"  # keep the stored row, count the imported one as skipped
     UPDATE = "update"  # overwrite the stored row with the imported one
     ERROR = "error"  # reject the imported row
+
+
+class ImportStrategy(StrEnum):
+    """How checked post rows land (setting IMPORT_STRATEGY); the reports are the same."""
+
+    AUTO = "auto"  # upsert when the `citus` extension is installed, else merge
+    MERGE = "merge"  # MERGE ... RETURNING merge_action()
+    UPSERT = "upsert"  # INSERT ... ON CONFLICT ... RETURNING (xmax = 0): works on Citus
 
 
 class Kind(StrEnum):
@@ -147,6 +156,9 @@ class Rejection(BaseModel):
 
 
 class ImportReport(BaseModel):
+    import_id: UUID | None = Field(
+        None, description="The import's record (`GET .../imports/{import_id}`); none for users."
+    )
     kind: Kind
     format: Literal["json", "ndjson", "csv", "json_table"]
     on_conflict: OnConflict
@@ -162,6 +174,42 @@ class ImportReport(BaseModel):
     )
     rejected_truncated: bool = False
     committed: bool = Field(description="False when atomic=true and any row was rejected.")
+
+
+ImportStatus = Literal["committed", "rejected"]
+
+
+class ImportRecordPublic(BaseModel):
+    """One import of the organization's data: who ran it, how, and what it did."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    actor_id: UUID | None = Field(description="Who ran it; null for `keel import`.")
+    kind: Kind
+    format: str
+    on_conflict: OnConflict
+    atomic: bool
+    strategy: str = Field(description="merge or upsert (IMPORT_STRATEGY).")
+    status: ImportStatus = Field(description="rejected: atomic with rejected rows, rolled back.")
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
+    skipped: int
+    rejected_count: int
+    created_at: datetime
+    finished_at: datetime
+
+
+class ImportRecordDetail(ImportRecordPublic):
+    rejected: list[Rejection] = Field(description="The first rejected rows.")
+    rejected_truncated: bool
+
+
+class ImportPage(BaseModel):
+    items: list[ImportRecordPublic]
+    next: UUID | None = Field(description="Pass as `before` for the next (older) page.")
 
 
 JsonPath = Annotated[str, StringConstraints(min_length=1, max_length=1_000, pattern=r"^[^\x00]*$")]

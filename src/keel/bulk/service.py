@@ -1,42 +1,43 @@
-"""Imports: stream → validate → (hash) → COPY into staging → check → MERGE → report.
+"""Imports: stream → validate → (hash) → COPY into staging → check → land → report.
 
 The HTTP endpoints and `keel import` both call `import_file`; only where the bytes come
 from differs. Nothing lands unless the whole pipeline succeeds: an atomic import with any
 rejected row raises `ImportRejected` and the caller's transaction rolls back.
+
+Posts always land in one organization (`Target`): the org-scoped endpoints check
+`imports.run` first (`import_posts_file`, `import_posts_json`), before the body is read.
+Each posts import leaves a record (`keel.bulk.history`). Accounts are global: the users
+import is for platform admins and leaves none.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
-import orjson
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.bulk import json_table, repository, staging
-from keel.bulk.formats import BadRecord, Columns, Format, Record, read
+from keel.bulk import history, json_table, posts_repository, repository, rows, staging
+from keel.bulk.formats import BadRecord, Format, Record, read
+from keel.bulk.history import Target
 from keel.bulk.schemas import (
     ROW_MODELS,
     ImportReport,
+    ImportStrategy,
     JsonTableImport,
     Kind,
     OnConflict,
-    PostImportRow,
     Rejection,
-    UserImportRow,
     text_cells,
 )
 from keel.config import Settings
 from keel.core.db import driver_connection
-from keel.core.errors import ContentTooLarge, KeelError
-from keel.core.ids import uuid7
+from keel.core.errors import ContentTooLarge, KeelError, NotFound
 from keel.core.passwords import PasswordHasher
+from keel.orgs.permissions import OrgActor, Permission
 
 Finding = staging.Finding
 JSON_TABLE = "json_table"  # the report's format for JSON_TABLE imports
@@ -61,6 +62,7 @@ class ImportLimits:
     max_reported: int
     statement_timeout_ms: int
     max_json_depth: int  # of a CSV cell's JSON; JSON bodies are capped by the middleware
+    strategy: ImportStrategy = ImportStrategy.AUTO  # how posts land (IMPORT_STRATEGY)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, capped: bool = True) -> ImportLimits:
@@ -72,6 +74,7 @@ class ImportLimits:
             max_reported=settings.import_max_reported_rejections,
             statement_timeout_ms=settings.import_statement_timeout_ms,
             max_json_depth=settings.max_json_depth,
+            strategy=ImportStrategy(settings.import_strategy),
         )
 
 
@@ -79,6 +82,51 @@ class ImportLimits:
 class ImportOptions:
     on_conflict: OnConflict = OnConflict.ERROR
     atomic: bool = True
+
+
+def may_run_imports(actor: OrgActor) -> None:
+    """Forbidden unless the actor's role may run imports (owners and admins)."""
+    actor.require(Permission.IMPORTS_RUN)
+
+
+async def import_posts_file(
+    session: AsyncSession,
+    actor: OrgActor,
+    chunks: AsyncIterator[bytes],
+    fmt: Format,
+    options: ImportOptions,
+    *,
+    passwords: PasswordHasher,
+    limits: ImportLimits,
+) -> ImportReport:
+    """Import a posts file into the actor's organization (owners and admins)."""
+    actor.require(Permission.IMPORTS_RUN)
+    target = Target(actor.organization_id, actor.user_id)
+    return await import_file(
+        session, Kind.POSTS, chunks, fmt, options, passwords=passwords, limits=limits, target=target
+    )
+
+
+async def import_posts_json(
+    session: AsyncSession,
+    actor: OrgActor,
+    spec: JsonTableImport,
+    options: ImportOptions,
+    *,
+    limits: ImportLimits,
+) -> ImportReport:
+    """Import posts shredded by JSON_TABLE into the actor's organization."""
+    actor.require(Permission.IMPORTS_RUN)
+    target = Target(actor.organization_id, actor.user_id)
+    return await import_json_table(session, spec, options, limits=limits, target=target)
+
+
+async def operator_target(session: AsyncSession, organization: str) -> Target:
+    """Where `keel import posts --org` lands: an organization by id or slug, no actor."""
+    found = await posts_repository.organization_id(await driver_connection(session), organization)
+    if found is None:
+        raise NotFound(f"No organization with the id or slug {organization!r}.")
+    return Target(found, None)
 
 
 async def import_file(
@@ -90,8 +138,12 @@ async def import_file(
     *,
     passwords: PasswordHasher,
     limits: ImportLimits,
+    target: Target | None = None,
 ) -> ImportReport:
-    """Import a users or posts file. Raises `ImportRejected` for a failed atomic import."""
+    """Import a users file, or a posts file into `target`. Raises `ImportRejected` for a
+    failed atomic import."""
+    if (kind is Kind.POSTS) != (target is not None):
+        raise ValueError("posts land in a target organization; users in none")
     conn = await _begin(session, limits)
     table = await staging.create(conn, kind)
     model = ROW_MODELS[kind]
@@ -100,8 +152,9 @@ async def import_file(
     batch: list[Record] = []
     with ThreadPoolExecutor(max_workers=limits.hash_workers, thread_name_prefix="hash") as pool:
         context = text_cells(limits.max_json_depth) if fmt is Format.CSV else None
-        loader = _BatchLoader(conn, table, model, context, passwords, pool)
-        items = read(chunks, fmt, columns=_columns(model), max_line_bytes=limits.max_line_bytes)
+        loader = rows.BatchLoader(conn, table, model, context, passwords, pool)
+        columns = rows.columns_of(model)
+        items = read(chunks, fmt, columns=columns, max_line_bytes=limits.max_line_bytes)
         async for item in items:
             rows_read += 1
             if limits.max_rows is not None and rows_read > limits.max_rows:
@@ -114,13 +167,34 @@ async def import_file(
                 findings += await loader.load(batch)
                 batch = []
         findings += await loader.load(batch)
-    return await _check_and_merge(conn, table, fmt.value, rows_read, findings, options, limits)
+    return await _check_and_land(
+        session, conn, table, fmt.value, rows_read, findings, options, limits, target
+    )
 
 
-def _columns(model: type[BaseModel]) -> Columns:
-    fields = model.model_fields
-    required = {name for name, field in fields.items() if field.is_required()}
-    return Columns(allowed=frozenset(fields), required=frozenset(required))
+async def import_json_table(
+    session: AsyncSession,
+    spec: JsonTableImport,
+    options: ImportOptions,
+    *,
+    limits: ImportLimits,
+    target: Target,
+) -> ImportReport:
+    """Import posts shredded server-side from one JSON document by JSON_TABLE."""
+    conn = await _begin(session, limits)
+    await json_table.check_paths(conn, spec)
+    table = await staging.create(conn, Kind.POSTS)
+    findings = await json_table.stage(conn, table, spec)
+    count = await staging.count(conn, table)
+    if count == 0:
+        raise json_table.InvalidJsonPath(
+            f"rows: `{spec.rows}` matched no items in the document.", field="rows", path=spec.rows
+        )
+    if limits.max_rows is not None and count > limits.max_rows:
+        raise TooManyRows(f"The import is capped at {limits.max_rows} rows.")
+    return await _check_and_land(
+        session, conn, table, JSON_TABLE, count, findings, options, limits, target
+    )
 
 
 async def _begin(session: AsyncSession, limits: ImportLimits) -> asyncpg.Connection:
@@ -130,7 +204,40 @@ async def _begin(session: AsyncSession, limits: ImportLimits) -> asyncpg.Connect
     return conn
 
 
-async def _check_and_merge(
+async def resolve_strategy(conn: asyncpg.Connection, configured: ImportStrategy) -> ImportStrategy:
+    """`auto`: upsert on Citus (MERGE ... RETURNING fails on its tables), else merge."""
+    if configured is not ImportStrategy.AUTO:
+        return configured
+    citus = await posts_repository.citus_installed(conn)
+    return ImportStrategy.UPSERT if citus else ImportStrategy.MERGE
+
+
+async def _check(
+    conn: asyncpg.Connection, table: staging.Staging, on_conflict: OnConflict, target: Target | None
+) -> list[Finding]:
+    if target is None:
+        return await repository.check_users(conn, table, on_conflict)
+    return await posts_repository.check_posts(conn, table, on_conflict, target.tenant_id)
+
+
+async def _land(
+    conn: asyncpg.Connection,
+    table: staging.Staging,
+    on_conflict: OnConflict,
+    target: Target | None,
+    strategy: ImportStrategy,
+) -> repository.MergeCounts:
+    if target is None and strategy is ImportStrategy.UPSERT:
+        return await repository.upsert_users(conn, table, on_conflict)
+    if target is None:
+        return await repository.merge_users(conn, table, on_conflict)
+    if strategy is ImportStrategy.UPSERT:
+        return await posts_repository.upsert_posts(conn, table, on_conflict, target.tenant_id)
+    return await posts_repository.merge_posts(conn, table, on_conflict, target.tenant_id)
+
+
+async def _check_and_land(
+    session: AsyncSession,
     conn: asyncpg.Connection,
     table: staging.Staging,
     source: str,
@@ -138,9 +245,10 @@ async def _check_and_merge(
     findings: list[Finding],
     options: ImportOptions,
     limits: ImportLimits,
+    target: Target | None,
 ) -> ImportReport:
-    check, merge = _STEPS[table.kind]
-    findings += await check(conn, table, options.on_conflict)
+    strategy = await resolve_strategy(conn, limits.strategy)
+    findings += await _check(conn, table, options.on_conflict, target)
     rejected = _first_per_row(findings)
     report = ImportReport(
         kind=table.kind,
@@ -154,6 +262,10 @@ async def _check_and_merge(
         committed=not (options.atomic and rejected),
     )
     if not report.committed:
+        if target is not None:  # nothing lands; the record still does
+            report.import_id = await history.record_after_rollback(
+                session, target, report, strategy.value
+            )
         raise ImportRejected(
             f"{len(rejected)} of {rows_read} rows were rejected; nothing was imported "
             "(send atomic=false to import the valid rows).",
@@ -161,7 +273,7 @@ async def _check_and_merge(
         )
     await staging.discard(conn, table, [line for line, _, _ in rejected])
     staged = await staging.count(conn, table)
-    counts = await merge(conn, table, options.on_conflict)
+    counts = await _land(conn, table, options.on_conflict, target, strategy)
     await staging.drop(conn, table)
     matched = staged - counts.inserted - counts.updated
     report.inserted, report.updated = counts.inserted, counts.updated
@@ -169,13 +281,9 @@ async def _check_and_merge(
         report.skipped = matched
     else:
         report.unchanged = matched
+    if target is not None:
+        report.import_id = await history.record(conn, target, report, strategy.value)
     return report
-
-
-_STEPS = {
-    Kind.USERS: (repository.check_users, repository.merge_users),
-    Kind.POSTS: (repository.check_posts, repository.merge_posts),
-}
 
 
 def _first_per_row(findings: Iterable[Finding]) -> list[Finding]:
@@ -187,126 +295,7 @@ def _first_per_row(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def _rejection(source: str, finding: Finding) -> Rejection:
-    position, field, reason = finding
+    position, field_name, reason = finding
     if source in {Format.JSON.value, JSON_TABLE}:
-        return Rejection(index=position, field=field, reason=reason)
-    return Rejection(line=position, field=field, reason=reason)
-
-
-async def import_json_table(
-    session: AsyncSession, spec: JsonTableImport, options: ImportOptions, *, limits: ImportLimits
-) -> ImportReport:
-    """Import posts shredded server-side from one JSON document by JSON_TABLE."""
-    conn = await _begin(session, limits)
-    await json_table.check_paths(conn, spec)
-    table = await staging.create(conn, Kind.POSTS)
-    findings = await json_table.stage(conn, table, spec)
-    rows = await staging.count(conn, table)
-    if rows == 0:
-        raise json_table.InvalidJsonPath(
-            f"rows: `{spec.rows}` matched no items in the document.", field="rows", path=spec.rows
-        )
-    if limits.max_rows is not None and rows > limits.max_rows:
-        raise TooManyRows(f"The import is capped at {limits.max_rows} rows.")
-    return await _check_and_merge(conn, table, JSON_TABLE, rows, findings, options, limits)
-
-
-class _BatchLoader:
-    """Validates a batch off the event loop, hashes its passwords in parallel, COPYs it."""
-
-    def __init__(
-        self,
-        conn: asyncpg.Connection,
-        table: staging.Staging,
-        model: type[BaseModel],
-        context: dict[str, Any] | None,
-        passwords: PasswordHasher,
-        pool: ThreadPoolExecutor,
-    ) -> None:
-        self.conn, self.table, self.model, self.context = conn, table, model, context
-        self.passwords, self.pool = passwords, pool
-
-    async def load(self, batch: list[Record]) -> list[Finding]:
-        if not batch:
-            return []
-        rows, plain, findings = await asyncio.to_thread(_validate, self.model, self.context, batch)
-        if plain:
-            loop = asyncio.get_running_loop()
-            hashes = await asyncio.gather(
-                *(loop.run_in_executor(self.pool, self.passwords.hash_sync, p) for _, p in plain)
-            )
-            for (i, _), hashed in zip(plain, hashes, strict=True):
-                rows[i][USER_HASH_INDEX] = hashed
-        await staging.copy_rows(self.conn, self.table, [tuple(row) for row in rows])
-        return findings
-
-
-USER_HASH_INDEX = 5  # position of hashed_password in the users staging row
-
-
-def _validate(
-    model: type[BaseModel], context: dict[str, Any] | None, batch: list[Record]
-) -> tuple[list[list[Any]], list[tuple[int, str]], list[Finding]]:
-    """Staging rows, (row index, plain password) pairs to hash, and rejections."""
-    rows: list[list[Any]] = []
-    plain: list[tuple[int, str]] = []
-    findings: list[Finding] = []
-    for record in batch:
-        if problem := _unstorable_text(record.values):
-            findings.append((record.position, None, problem))
-            continue
-        try:
-            row = model.model_validate(record.values, context=context)
-        except ValidationError as exc:
-            error = exc.errors(include_input=False, include_url=False)[0]
-            field = ".".join(str(part) for part in error["loc"]) or None
-            findings.append((record.position, field, error["msg"].removeprefix("Value error, ")))
-            continue
-        if isinstance(row, UserImportRow):
-            if row.password is not None:
-                plain.append((len(rows), row.password))
-            rows.append(_user_row(record.position, row))
-        elif isinstance(row, PostImportRow):
-            rows.append(_post_row(record.position, row))
-    return rows, plain, findings
-
-
-def _unstorable_text(values: dict[str, Any]) -> str | None:
-    """Why PostgreSQL could not store this row (NUL, lone surrogates, huge integers), if so."""
-    try:
-        encoded = orjson.dumps(values)
-    except orjson.JSONEncodeError as exc:  # e.g. "str is not valid UTF-8: surrogates not allowed"
-        return f"a value that can't be stored ({exc})"
-    if b"\\u0000" in encoded:
-        return "text with a NUL character, which PostgreSQL can't store"
-    return None
-
-
-def _user_row(line: int, row: UserImportRow) -> list[Any]:
-    return [
-        line,
-        uuid7(),
-        row.email,
-        row.username,
-        row.full_name,
-        row.hashed_password,  # filled by the hasher for plain passwords
-        row.is_active,
-        row.is_verified,
-        row.is_superuser,
-        orjson.dumps(row.metadata).decode(),
-        row.created_at,
-    ]
-
-
-def _post_row(line: int, row: PostImportRow) -> list[Any]:
-    return [
-        line,
-        row.id or uuid7(),
-        row.title,
-        row.content,
-        row.is_published,
-        row.author_id,
-        row.author_username,
-        row.author_email,
-        row.created_at,
-    ]
+        return Rejection(index=position, field=field_name, reason=reason)
+    return Rejection(line=position, field=field_name, reason=reason)

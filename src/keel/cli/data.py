@@ -94,7 +94,9 @@ AtomicOption = Annotated[
 ]
 
 
-def _import(kind: Kind, path: Path, on_conflict: OnConflict, atomic: bool) -> None:
+def _import(
+    kind: Kind, path: Path, on_conflict: OnConflict, atomic: bool, organization: str | None = None
+) -> None:
     from keel.bulk import console  # rich tables load only for this command
 
     settings = load_settings()
@@ -104,7 +106,7 @@ def _import(kind: Kind, path: Path, on_conflict: OnConflict, atomic: bool) -> No
             runner.upgrade(url)
         try:
             report = console.import_with_progress(
-                settings, url, kind, path, ImportOptions(on_conflict, atomic)
+                settings, url, kind, path, ImportOptions(on_conflict, atomic), organization
             )
         except ImportRejected as exc:
             console.print_report(ImportReport.model_validate(exc.extensions["report"]))
@@ -132,14 +134,18 @@ def import_users(
 @import_app.command("posts")
 def import_posts(
     path: FileArgument,
+    org: Annotated[
+        str, typer.Option(help="The organization (id or slug, e.g. ~alice) the posts land in.")
+    ],
     on_conflict: ConflictOption = OnConflict.ERROR,
     atomic: AtomicOption = True,
 ) -> None:
-    """Import posts; each names its author by author_id, author_username or author_email.
+    """Import posts into an organization; each names its author (a member of it) by
+    author_id, author_username or author_email.
 
     Exits 1 if any row was rejected (with --atomic, the default, nothing was imported then).
     """
-    _import(Kind.POSTS, path, on_conflict, atomic)
+    _import(Kind.POSTS, path, on_conflict, atomic, org)
 
 
 async def _work(settings: Settings, url: str, *, drain: bool) -> int:

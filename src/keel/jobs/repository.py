@@ -187,13 +187,39 @@ async def fail(session: AsyncSession, job: ClaimedJob, worker: str, error: str) 
     return status
 
 
-async def counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(col(Job.status), func.count()).group_by(col(Job.status)))
-    found = {str(status): int(n) for status, n in rows.all()}
+def _by_status(rows: Any) -> dict[str, int]:
+    found = {str(status): int(n) for status, n in rows}
     return {status.value: found.get(status.value, 0) for status in JobStatus}
 
 
-async def list_jobs(session: AsyncSession, status: JobStatus, limit: int) -> list[Job]:
+async def counts(session: AsyncSession, tenant_id: UUID) -> dict[str, int]:
+    """The organization's jobs by status."""
+    rows = await session.execute(
+        select(col(Job.status), func.count())
+        .where(col(Job.tenant_id) == tenant_id)
+        .group_by(col(Job.status))
+    )
+    return _by_status(rows.all())
+
+
+async def list_jobs(
+    session: AsyncSession, tenant_id: UUID, status: JobStatus | None, limit: int
+) -> list[Job]:
+    """The organization's latest jobs (in `status`, if given), newest first."""
+    statement = select(Job).where(col(Job.tenant_id) == tenant_id)
+    if status is not None:
+        statement = statement.where(col(Job.status) == status.value)
+    statement = statement.order_by(col(Job.created_at).desc()).limit(limit)
+    return list((await session.scalars(statement)).all())
+
+
+async def counts_all_tenants(session: AsyncSession) -> dict[str, int]:
+    """The whole queue by status (platform admins)."""
+    rows = await session.execute(select(col(Job.status), func.count()).group_by(col(Job.status)))
+    return _by_status(rows.all())
+
+
+async def list_jobs_all_tenants(session: AsyncSession, status: JobStatus, limit: int) -> list[Job]:
     statement = (
         select(Job)
         .where(col(Job.status) == status.value)
@@ -203,8 +229,8 @@ async def list_jobs(session: AsyncSession, status: JobStatus, limit: int) -> lis
     return list((await session.scalars(statement)).all())
 
 
-async def retry(session: AsyncSession, job_id: UUID) -> bool:
-    """Put a failed job back in the queue with fresh attempts."""
+async def retry_all_tenants(session: AsyncSession, job_id: UUID) -> bool:
+    """Put a failed job back in the queue with fresh attempts (platform admins)."""
     result = await session.execute(
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED.value)

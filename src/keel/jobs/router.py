@@ -1,4 +1,6 @@
-"""The job queue, for administrators: `/api/v1/admin/jobs`. Failures stay visible here."""
+"""The job queue: `/api/v1/admin/jobs` for platform administrators (every organization's
+jobs and the platform's own; failures stay visible here, and can be retried), and
+`/api/v1/orgs/{org_id}/jobs` for an organization's owners and admins (its own jobs)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from keel.core.deps import SIGNED_IN_ERRORS, AdminViewer
 from keel.core.routing import KeelRouter, Responses
 from keel.jobs import service
 from keel.jobs.models import JobStatus
+from keel.orgs.deps import ORG_ERRORS, ActiveOrg
 
-router = KeelRouter(prefix="/admin/jobs", tags=["admin"])
+admin_router = KeelRouter(prefix="/admin/jobs", tags=["admin"])
+org_router = KeelRouter(prefix="/orgs/{org_id}/jobs", tags=["jobs"])
 ADMIN_ERRORS: Responses = {**SIGNED_IN_ERRORS, 403: {"description": "Administrators only"}}
 
 
@@ -38,7 +42,7 @@ class JobOverview(BaseModel):
     jobs: list[JobPublic]
 
 
-@router.get(
+@admin_router.get(
     "",
     response_model=JobOverview,
     responses=ADMIN_ERRORS,
@@ -54,7 +58,7 @@ async def list_jobs(
     return JobOverview(counts=counts, jobs=jobs)
 
 
-@router.post(
+@admin_router.post(
     "/{job_id}/retry",
     status_code=status.HTTP_204_NO_CONTENT,
     responses={**ADMIN_ERRORS, 404: {"description": "No failed job with this id"}},
@@ -62,3 +66,30 @@ async def list_jobs(
 )
 async def retry_job(job_id: UUID, session: SessionDep, admin: AdminViewer) -> None:
     await service.retry(session, job_id)
+
+
+@org_router.get(
+    "",
+    response_model=JobOverview,
+    responses={
+        **SIGNED_IN_ERRORS,
+        **ORG_ERRORS,
+        403: {"description": "Your role may not see jobs (owners and admins may)"},
+    },
+    summary="The organization's jobs: counts by status, and the latest ones",
+)
+async def list_organization_jobs(
+    session: SessionDep,
+    actor: ActiveOrg,
+    job_status: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs in this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Any:
+    counts, jobs = await service.organization_overview(session, actor, job_status, limit)
+    return JobOverview(counts=counts, jobs=jobs)
+
+
+router = KeelRouter()
+router.include_router(org_router)
+router.include_router(admin_router)
