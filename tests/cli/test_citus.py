@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -304,13 +303,6 @@ async def test_status_shows_nodes_shards_and_where_tenants_live(
 
 
 @needs_citus
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProgrammingError,
-    reason="jobs.enqueue_once's INSERT ... SELECT ... WHERE NOT EXISTS (same table), "
-    "prepared with parameters, fails on a Citus local table ('missing FROM-clause entry "
-    "for table jobs'); the same check in a CTE works on both",
-)
 async def test_periodic_jobs_are_queued_once(citus_url: str) -> None:
     engine = create_async_engine(citus_url, poolclass=NullPool)
     try:

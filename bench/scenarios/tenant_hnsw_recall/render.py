@@ -32,7 +32,8 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
     return [
         [
             f"recall@{K}, one tenant holding {small:,} of {small + big:,} documents "
-            f"({share:.1%}), through the API ({_how(searches['small_tenant']['reply'])})",
+            f"({share:.1%}), through the API ({_how(searches['small_tenant']['reply'])}; "
+            f"the plan: {_plan(searches['small_tenant'].get('index_scans'))})",
             f"**{f['recall']:.3f}**",
             f"≥ {f['target']}: {res.verdict(f['pass'])}",
         ],
@@ -44,9 +45,10 @@ def _rows(data: Mapping[str, Any]) -> list[list[str]]:
         ],
         [
             f"recall@{K} of the {share:.0%} tenant when the plan walks the HNSW graph "
-            "(`enable_sort = off` for the server's connections); ms p50 / p95",
+            "(`enable_sort = off` for the server's connections): the filtered HNSW recall; "
+            "ms p50 / p95",
             f"**{f['recall_hnsw_walk']:.3f}**; {ms('small_hnsw')}",
-            "report",
+            f"≥ {f['target']}: {res.verdict(f['recall_hnsw_walk'] >= f['target'])}",
         ],
         *_ef_rows(data, share),
         [
@@ -120,4 +122,9 @@ def table(results: Results) -> str:
 def headline(results: Results) -> list[list[str]]:
     f = next(iter(results.values()))["figures"]
     label = "filtered vector search recall@10 via the API, one tenant holding 1% of documents"
-    return [[label, f"{f['recall']:.3f}", f"≥ {f['target']} ({res.verdict(f['pass'])})"]]
+    walk = "the same tenant, the plan forced to walk the HNSW graph (filtered HNSW recall@10)"
+    walked = f["recall_hnsw_walk"] >= f["target"]
+    return [
+        [label, f"{f['recall']:.3f}", f"≥ {f['target']} ({res.verdict(f['pass'])})"],
+        [walk, f"{f['recall_hnsw_walk']:.3f}", f"≥ {f['target']} ({res.verdict(walked)})"],
+    ]

@@ -239,13 +239,18 @@ async def retry_all_tenants(session: AsyncSession, job_id: UUID) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+# The check sits in a CTE: Citus rejects a parameterised INSERT ... SELECT whose WHERE
+# reads the target table itself ("missing FROM-clause entry"); this form runs on both.
 _ENQUEUE_ONCE = text(
     """
+    WITH pending AS (
+        SELECT 1 FROM app.jobs WHERE kind = :kind AND status IN ('queued', 'running')
+          AND id <> :current
+        LIMIT 1
+    )
     INSERT INTO app.jobs (id, kind, payload, run_at, max_attempts)
     SELECT :id, :kind, CAST(:payload AS jsonb), now() + make_interval(secs => :delay), :attempts
-    WHERE NOT EXISTS (
-        SELECT 1 FROM app.jobs WHERE kind = :kind AND status IN ('queued', 'running')
-          AND id <> :current)
+    WHERE NOT EXISTS (SELECT 1 FROM pending)
     RETURNING id
     """
 )

@@ -124,7 +124,7 @@ async def _queue(conn: AsyncConnection, report: EnableReport) -> None:
 
 
 async def _triggers(conn: AsyncConnection, report: EnableReport) -> None:
-    await _step(conn, *layout.TRIGGER_FUNCTIONS, layout.NESTED_EXECUTION)
+    await _step(conn, layout.NESTED_EXECUTION)
     keep = ", ".join(f"'{name}'" for name in layout.PLACEMENT_LOCAL_FUNCTIONS)
     placements = await _read(
         conn,

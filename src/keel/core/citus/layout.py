@@ -1,4 +1,7 @@
-"""Where each of Keel's tables goes on Citus, and the trigger functions Citus needs.
+"""Where each of Keel's tables goes on Citus, and which of its triggers run where.
+
+(The trigger functions themselves are written for Citus in migration 0016: the schema
+is the same on plain PostgreSQL.)
 
 Reference tables are small and joined from everywhere: replicated to every node.
 Scoped tables are distributed by `tenant_id` and colocated with `app.posts`, so a
@@ -51,82 +54,6 @@ BEGIN
 END
 $do$
 """
-
-# Statement triggers with transition tables: Citus plans a statement that reads
-# `new_users` and writes a Citus table as a distributed query and ships its text to other
-# nodes, where the transition table doesn't exist ("executor could not find named
-# tuplestore"). These versions read the transition table alone first, then write from
-# the values. They behave the same on plain PostgreSQL (and could replace 0013's and
-# 0014's in a migration).
-TRIGGER_FUNCTIONS = (
-    """
-    CREATE OR REPLACE FUNCTION app.create_personal_organizations() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    DECLARE added jsonb;
-    BEGIN
-        SELECT jsonb_agg(jsonb_build_object('id', id, 'username', username,
-                                            'created_at', created_at))
-        INTO added FROM new_users;
-        WITH u AS (
-            SELECT (a->>'id')::uuid AS id, a->>'username' AS username,
-                   (a->>'created_at')::timestamptz AS created_at
-            FROM jsonb_array_elements(added) AS a
-        ), organizations AS (
-            INSERT INTO app.organizations (id, name, slug, personal, created_at)
-            SELECT id, username, '~' || lower(username), true, created_at FROM u
-        )
-        INSERT INTO app.memberships (tenant_id, user_id, role, created_at)
-        SELECT id, id, 'owner', created_at FROM u;
-        RETURN NULL;
-    END
-    $$
-    """,
-    """
-    CREATE OR REPLACE FUNCTION app.delete_personal_organizations() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    DECLARE gone uuid[];
-    BEGIN
-        SELECT array_agg(id) INTO gone FROM old_users;
-        DELETE FROM app.organizations WHERE personal AND id = ANY (gone);
-        RETURN NULL;
-    END
-    $$
-    """,
-    """
-    CREATE OR REPLACE FUNCTION app.queue_post_embeddings() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    DECLARE batches jsonb;
-    BEGIN
-        IF TG_OP = 'INSERT' THEN
-            SELECT jsonb_agg(jsonb_build_object('tenant_id', tenant_id, 'post_ids', ids))
-            INTO batches
-            FROM (SELECT tenant_id, jsonb_agg(id) AS ids
-                  FROM (SELECT n.id, n.tenant_id,
-                               (row_number() OVER (PARTITION BY n.tenant_id) - 1) / 32 AS batch
-                        FROM new_rows AS n) AS added
-                  GROUP BY tenant_id, batch) AS b;
-        ELSE
-            SELECT jsonb_agg(jsonb_build_object('tenant_id', tenant_id, 'post_ids', ids))
-            INTO batches
-            FROM (SELECT tenant_id, jsonb_agg(id) AS ids
-                  FROM (SELECT n.id, n.tenant_id,
-                               (row_number() OVER (PARTITION BY n.tenant_id) - 1) / 32 AS batch
-                        FROM new_rows AS n
-                        JOIN old_rows AS o ON (o.tenant_id, o.id) = (n.tenant_id, n.id)
-                        WHERE (o.title, o.content) IS DISTINCT FROM (n.title, n.content)
-                       ) AS changed
-                  GROUP BY tenant_id, batch) AS b;
-        END IF;
-        IF batches IS NOT NULL THEN
-            INSERT INTO app.jobs (id, kind, payload, tenant_id)
-            SELECT gen_random_uuid(), 'embed_posts', b, (b->>'tenant_id')::uuid
-            FROM jsonb_array_elements(batches) AS b;
-        END IF;
-        RETURN NULL;
-    END
-    $$
-    """,
-)
 
 # A trigger on a distributed table's shard runs on a worker; queueing embedding jobs
 # there writes `app.jobs` on the coordinator, a nested distributed query that Citus
