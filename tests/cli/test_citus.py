@@ -26,7 +26,7 @@ from tests.cli.citus_cluster import SKIP_REASON, CitusCluster, citus_installed
 from tests.deploy.support import clean_environ
 
 needs_citus = pytest.mark.skipif(not citus_installed(), reason=SKIP_REASON)
-SCOPED = {"app.posts", "app.post_embeddings", "app.documents"}
+SCOPED = {"app.posts", "app.post_embeddings", "app.documents", "app.imports"}
 REFERENCE = {"app.organizations", "app.users", "app.memberships", "app.invitations"}
 
 

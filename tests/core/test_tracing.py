@@ -32,7 +32,8 @@ from tests.processes import free_port
 
 API = "/api/v1"
 PASSWORD = "correct horse battery staple"
-READ_ROUTE = f"GET {API}/posts/{{post_id:uuid}}"  # the route template, not the raw path
+POSTS_ROUTE = f"{API}/orgs/{{org_id}}/posts"  # route templates, not raw paths
+READ_ROUTE = f"GET {POSTS_ROUTE}/{{post_id:uuid}}"
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,13 @@ def test_requests_queries_and_jobs_are_traced(
         assert client.post(f"{API}/auth/signup", json=signup).status_code == 201
         login = client.post(f"{API}/auth/login", data={"username": name, "password": PASSWORD})
         auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        me = client.get(f"{API}/users/me", headers=auth).json()["id"]
+        posts = f"{API}/orgs/{me}/posts"  # the personal organization's
         # A write that queues a job (the posts trigger queues `embed_posts`).
         post = {"title": "Traced", "content": "spans and links", "is_published": True}
-        created = client.post(f"{API}/posts", headers=auth, json=post)
+        created = client.post(posts, headers=auth, json=post)
         assert created.status_code == 201
-        read = client.get(f"{API}/posts/{created.json()['id']}", headers=auth)
+        read = client.get(f"{posts}/{created.json()['id']}", headers=auth)
         assert read.status_code == 200
         request_ids = {created.headers["x-request-id"], read.headers["x-request-id"]}
 
@@ -201,7 +204,7 @@ def test_requests_queries_and_jobs_are_traced(
     assert get is not None
     assert _db_spans_under(get, spans), "the read's queries are children of its span"
     # The write: its INSERT under its span.
-    write = _server_span(spans, f"POST {API}/posts")
+    write = _server_span(spans, f"POST {POSTS_ROUTE}")
     assert write is not None
     inserts = [s for s in _db_spans_under(write, spans) if "INSERT" in s.name.upper()]
     assert inserts, [s.name for s in _db_spans_under(write, spans)]
