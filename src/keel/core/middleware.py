@@ -233,11 +233,14 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
         longest_first = sorted((overrides or {}).items(), key=lambda item: -len(item[0]))
-        self.overrides = [(_prefix_pattern(prefix), limit) for prefix, limit in longest_first]
+        self.overrides = [
+            (prefix.split("{", 1)[0], _prefix_pattern(prefix), limit)
+            for prefix, limit in longest_first
+        ]
 
     def _limit_for(self, path: str) -> int:
-        for prefix, limit in self.overrides:
-            if prefix.match(path):
+        for literal, prefix, limit in self.overrides:
+            if path.startswith(literal) and prefix.match(path):  # the cheap test first
                 return limit
         return self.max_bytes
 
@@ -245,21 +248,26 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit_for(scope["path"])
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = problem_response(413, detail=BodyTooLarge(limit).detail, max_bytes=limit)
-            await response(scope, receive, send)
-            return
+        if declared is not None and declared.isdigit():
+            limit = self._limit_for(scope["path"])
+            if int(declared) > limit:
+                detail = BodyTooLarge(limit).detail
+                response = problem_response(413, detail=detail, max_bytes=limit)
+                await response(scope, receive, send)
+                return
         received = 0
+        cap: int | None = None  # looked up with the first chunk: a GET never pays for it
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, cap
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
+                if received:
+                    cap = self._limit_for(scope["path"]) if cap is None else cap
+                    if received > cap:
+                        raise BodyTooLarge(cap)
             return message
 
         await self.app(scope, counting_receive, send)
