@@ -17,14 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keel.app import create_app
 from keel.config import Settings
 from keel.core.ids import uuid7
-from keel.core.viewer import Role
 from keel.documents import repository
 from keel.documents.models import Document
 from keel.documents.schemas import DocumentCreate, metadata_json
 from keel.documents.service import create_document
-from keel.orgs.permissions import OrgActor
 from keel.users.models import User
-from tests.users.factory import as_viewer
+from tests.orgs.factory import acting_in
 
 Floats = npt.NDArray[np.float32]
 
@@ -32,11 +30,6 @@ Floats = npt.NDArray[np.float32]
 def docs_url(org_id: UUID | str) -> str:
     """The organization's documents; a user's personal organization has the user's id."""
     return f"/api/v1/orgs/{org_id}/documents"
-
-
-def as_owner(user: User, org_id: UUID | None = None) -> OrgActor:
-    """`user` acting as an owner of `org_id` (their personal organization by default)."""
-    return OrgActor(org_id or user.id, as_viewer(user), Role.OWNER)
 
 
 def unit_vectors(count: int, dimension: int, *, seed: int = 0) -> Floats:
@@ -65,7 +58,7 @@ async def make_document(
     """A document `owner` stores in `org_id` (their personal organization by default)."""
     data = DocumentCreate(content=content, metadata=metadata or {}, embedding=as_list(embedding))
     layout = await repository.load_layout(session)
-    return await create_document(session, as_owner(owner, org_id), layout, data)
+    return await create_document(session, acting_in(owner, org_id), layout, data)
 
 
 async def copy_documents(

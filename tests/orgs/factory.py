@@ -10,6 +10,11 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keel.core.viewer import Role
+from keel.orgs.permissions import OrgActor
+from keel.users.models import User
+from tests.users.factory import as_viewer
+
 ORGS = "/api/v1/orgs"
 _serial = itertools.count(1)
 
@@ -43,3 +48,8 @@ async def personal_org(session: AsyncSession, user_id: UUID) -> dict[str, Any]:
         )
     ).one()
     return dict(row._mapping)
+
+
+def acting_in(user: User, org_id: UUID | None = None, role: Role = Role.OWNER) -> OrgActor:
+    """`user` as services see them in `org_id` (their personal organization by default)."""
+    return OrgActor(org_id or user.id, as_viewer(user), role)

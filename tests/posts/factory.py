@@ -7,12 +7,11 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.core.viewer import Role
-from keel.orgs.permissions import OrgActor
 from keel.posts.models import Post
 from keel.posts.schemas import PostCreate
 from keel.posts.service import create_post
 from keel.users.models import User
-from tests.users.factory import as_viewer
+from tests.orgs.factory import acting_in
 
 
 def posts_url(org_id: UUID | str) -> str:
@@ -30,7 +29,7 @@ async def make_post(
     org_id: UUID | None = None,
 ) -> Post:
     """A post by `author` in `org_id` (their personal organization unless given)."""
-    tenant = author.id if org_id is None else org_id
-    actor = OrgActor(tenant, as_viewer(author), Role.OWNER if tenant == author.id else Role.MEMBER)
+    role = Role.OWNER if org_id in (None, author.id) else Role.MEMBER
+    actor = acting_in(author, org_id, role)
     data = PostCreate(title=title, content=content, is_published=published)
     return await create_post(session, actor, data)

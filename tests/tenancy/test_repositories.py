@@ -24,7 +24,7 @@ from keel.jobs import repository as jobs_repository
 from keel.posts import repository as posts_repository
 from keel.search import embeddings as search_embeddings
 from keel.search import repository as search_repository
-from tests.orgs.factory import create_org
+from tests.orgs.factory import acting_in, create_org
 from tests.posts.factory import make_post
 from tests.tenancy import (  # noqa: F401 - registers their cases
     cases_bulk,
@@ -37,7 +37,6 @@ from tests.tenancy.walk import (
     CASES,
     Tenant,
     World,
-    owner_of,
     reset_statements,
     unscoped_statements,
 )
@@ -100,7 +99,7 @@ async def _tenant(app: FastAPI, session: AsyncSession, client: AsyncClient) -> T
         (await make_post(session, user, "twin", org_id=org)).id,
         (await make_post(session, user, "twin draft", published=False, org_id=org)).id,
     ]
-    return Tenant(org, owner_of(user, org), {"posts": posts})
+    return Tenant(org, acting_in(user, org), {"posts": posts})
 
 
 @pytest.fixture

@@ -20,9 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.core.db import ReadPool
-from keel.core.viewer import Role
 from keel.orgs.permissions import OrgActor
-from tests.users.factory import as_viewer
 
 SCOPED_TABLE = re.compile(r"\bapp\.(posts|documents|post_embeddings|imports)\b")
 
@@ -62,10 +60,6 @@ def case(function: Callable[..., Any]) -> Callable[[Case], Case]:
         return walk
 
     return register
-
-
-def owner_of(user: Any, org_id: UUID) -> OrgActor:
-    return OrgActor(org_id, as_viewer(user), Role.OWNER)
 
 
 async def reset_statements(session: AsyncSession) -> None:
