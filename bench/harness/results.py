@@ -71,6 +71,11 @@ def source_line(data: Mapping[str, Any], stem: str) -> str:
     return f"`results/{stem}.json`, {date}, commit {short}{noisy}"
 
 
+def source_note(data: Mapping[str, Any], stem: str) -> str:
+    """The sentence under a README table: its source, then the servers' configuration."""
+    return f"From {source_line(data, stem)} ({server_line(data)})."
+
+
 def server_line(data: Mapping[str, Any]) -> str:
     """The servers' configuration, in a few words (older results recorded none)."""
     server = data.get("server")

@@ -364,7 +364,7 @@ def table(results: Results) -> str:
             "reference",
         ],
     ]
-    note = f"From {res.source_line(data, stem)} ({res.server_line(data)})."
+    note = res.source_note(data, stem)
     return f"{res.markdown_table(['figure', 'value', 'target'], rows)}\n\n{note}"
 
 

@@ -122,7 +122,7 @@ def table(results: Results) -> str:
     parts = []
     for stem, data in results.items():
         parts.append(res.markdown_table(HEADER, _rows(data)))
-        parts.append(f"From {res.source_line(data, stem)} ({res.server_line(data)}).")
+        parts.append(res.source_note(data, stem))
     return "\n\n".join(parts)
 
 

@@ -187,7 +187,7 @@ def render(data: Mapping[str, Any]) -> str:
 
 def table(results: Results) -> str:
     stem, data = next(iter(results.items()))
-    note = f"From {res.source_line(data, stem)} ({res.server_line(data)})."
+    note = res.source_note(data, stem)
     return f"{res.markdown_table(HEADER, _rows(data))}\n\n{note}"
 
 

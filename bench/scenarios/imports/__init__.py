@@ -332,7 +332,7 @@ def _figure_rows(data: Mapping[str, Any]) -> list[list[str]]:
 def table(results: Results) -> str:
     stem, data = next(iter(results.items()))
     rows = _figure_rows(data)
-    note = f"From {res.source_line(data, stem)} ({res.server_line(data)})."
+    note = res.source_note(data, stem)
     return f"{res.markdown_table(['figure', 'value', 'target'], rows)}\n\n{note}"
 
 
